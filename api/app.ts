@@ -1,0 +1,74 @@
+import { randomUUID } from 'node:crypto';
+
+import express, { type Express } from 'express';
+import { rateLimit } from 'express-rate-limit';
+import helmet from 'helmet';
+import { pinoHttp } from 'pino-http';
+
+import { deriveKey } from '../lib/secrets.js';
+import { authenticate } from './auth.js';
+import type { ApiDependencies } from './context.js';
+import { errorHandler, HttpError, routeNotFound } from './errors.js';
+import { InvitationWorkflows } from './invitation-workflows.js';
+import { invitationApiRouter, invitationPagesRouter } from './routes/invitations.js';
+import { systemRouter } from './routes/system.js';
+import { usersRouter } from './routes/users.js';
+
+const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;
+
+/** Requests per minute and client address on the routes that take an invitation token. */
+const TOKEN_ROUTE_LIMIT_PER_MINUTE = 30;
+
+/** Builds the HTTP API. Tests call this with real dependencies and drive it with supertest. */
+export function createApp(dependencies: ApiDependencies): Express {
+  const { config, db, temporal, logger } = dependencies;
+  const invitations = new InvitationWorkflows(temporal, config, deriveKey(config.appSecret, 'workflow-id'));
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', config.trustProxy);
+
+  app.use(
+    pinoHttp({
+      logger,
+      genReqId: (request, response) => {
+        const given = request.headers['x-request-id'];
+        const id = typeof given === 'string' && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
+        response.setHeader('X-Request-Id', id);
+        return id;
+      },
+      // Only the path is logged: query strings can carry invitation tokens.
+      serializers: {
+        req: (request: { id: string; method: string; url: string }) => ({
+          id: request.id,
+          method: request.method,
+          path: request.url.split('?')[0],
+        }),
+      },
+      customLogLevel: (_request, response, error) => (error || response.statusCode >= 500 ? 'error' : 'info'),
+    }),
+  );
+  app.use(helmet({ referrerPolicy: { policy: 'no-referrer' } }));
+  app.use(express.json({ limit: '100kb', strict: true }));
+  app.use(express.urlencoded({ extended: false, limit: '10kb' }));
+
+  const tokenRouteLimiter = rateLimit({
+    windowMs: 60_000,
+    limit: TOKEN_ROUTE_LIMIT_PER_MINUTE,
+    standardHeaders: 'draft-8',
+    legacyHeaders: false,
+    handler: (_request, _response, next, options) => {
+      const retryAfter = String(Math.ceil(options.windowMs / 1000));
+      next(new HttpError(429, 'rate_limited', 'Too many attempts with invitation links; wait a minute and try again.', null, { 'Retry-After': retryAfter }));
+    },
+  });
+
+  app.use(systemRouter(db, temporal));
+  app.use(tokenRouteLimiter, invitationPagesRouter(db));
+  app.use('/v1/invitations', tokenRouteLimiter, invitationApiRouter(db, invitations, logger));
+  app.use('/v1/accounts/:accountId/environments/:environment/users', authenticate(db), usersRouter(db, invitations));
+
+  app.use(routeNotFound);
+  app.use(errorHandler(logger));
+  return app;
+}

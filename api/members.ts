@@ -1,0 +1,172 @@
+import type { Knex } from 'knex';
+
+import { MEMBERSHIP_STATUSES, type MembershipStatus } from '../db/models/index.js';
+
+export interface MemberView {
+  id: string;
+  email: string;
+  status: MembershipStatus;
+  roles: string[];
+  membershipId: string;
+  invitation: {
+    id: string;
+    status: string;
+    expiresAt: string;
+    resendCount: number;
+    lastSentAt: string | null;
+    workflowId: string;
+  } | null;
+  invitedAt: string | null;
+  activatedAt: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface MemberFilter {
+  status?: MembershipStatus | undefined;
+  role?: string | undefined;
+  /** Prefix of the normalized email. */
+  emailPrefix?: string | undefined;
+}
+
+export interface MemberPage {
+  data: MemberView[];
+  nextCursor: string | null;
+}
+
+interface Cursor {
+  email: string;
+  membershipId: string;
+}
+
+export const MEMBER_STATUSES = MEMBERSHIP_STATUSES;
+
+export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function iso(value: Date | string | null): string | null {
+  return value === null ? null : new Date(value).toISOString();
+}
+
+export function encodeCursor(cursor: Cursor): string {
+  return Buffer.from(JSON.stringify([cursor.email, cursor.membershipId])).toString('base64url');
+}
+
+/** Returns the decoded cursor, or undefined when it was not made by encodeCursor. */
+export function decodeCursor(text: string): Cursor | undefined {
+  try {
+    const value: unknown = JSON.parse(Buffer.from(text, 'base64url').toString('utf8'));
+    if (Array.isArray(value) && value.length === 2 && value.every((part) => typeof part === 'string')) {
+      const [email, membershipId] = value as [string, string];
+      if (UUID_PATTERN.test(membershipId)) {
+        return { email, membershipId };
+      }
+    }
+  } catch {
+    // Falls through to undefined: the caller answers 400.
+  }
+  return undefined;
+}
+
+function escapeLike(text: string): string {
+  return text.replace(/[\\%_]/g, (character) => `\\${character}`);
+}
+
+/** Loads members with their roles and latest invitation, in the order of the ids given. */
+async function loadViews(db: Knex, membershipIds: string[]): Promise<MemberView[]> {
+  if (membershipIds.length === 0) {
+    return [];
+  }
+  const rows = await db('memberships')
+    .join('users', 'users.id', 'memberships.user_id')
+    .whereIn('memberships.id', membershipIds)
+    .select(
+      'memberships.*',
+      'users.email',
+      db.raw(
+        `(SELECT coalesce(array_agg(role_key ORDER BY role_key), '{}') FROM membership_roles
+          WHERE membership_roles.membership_id = memberships.id) AS roles`,
+      ),
+    );
+  const invitations = await db('invitations')
+    .distinctOn('membership_id')
+    .whereIn('membership_id', membershipIds)
+    .orderBy([{ column: 'membership_id' }, { column: 'created_at', order: 'desc' }])
+    .select('id', 'membership_id', 'status', 'expires_at', 'resend_count', 'last_sent_at', 'workflow_id');
+  const invitationByMembership = new Map(invitations.map((invitation) => [invitation.membership_id, invitation]));
+
+  const viewById = new Map<string, MemberView>();
+  for (const row of rows) {
+    const invitation = invitationByMembership.get(row.id);
+    viewById.set(row.id, {
+      id: row.user_id,
+      email: row.email,
+      status: row.status,
+      roles: row.roles,
+      membershipId: row.id,
+      invitation: invitation
+        ? {
+            id: invitation.id,
+            status: invitation.status,
+            expiresAt: iso(invitation.expires_at)!,
+            resendCount: invitation.resend_count,
+            lastSentAt: iso(invitation.last_sent_at),
+            workflowId: invitation.workflow_id,
+          }
+        : null,
+      invitedAt: iso(row.invited_at),
+      activatedAt: iso(row.activated_at),
+      createdAt: iso(row.created_at)!,
+      updatedAt: iso(row.updated_at)!,
+    });
+  }
+  return membershipIds.map((id) => viewById.get(id)).filter((view): view is MemberView => view !== undefined);
+}
+
+export async function getMemberByMembershipId(db: Knex, membershipId: string): Promise<MemberView | undefined> {
+  const [view] = await loadViews(db, [membershipId]);
+  return view;
+}
+
+export async function getMember(db: Knex, environmentId: string, userId: string): Promise<MemberView | undefined> {
+  const membership = await db('memberships').where({ environment_id: environmentId, user_id: userId }).first('id');
+  return membership ? getMemberByMembershipId(db, membership.id) : undefined;
+}
+
+/** Lists an environment's members by email, a page at a time (keyset pagination on email and id). */
+export async function listMembers(
+  db: Knex,
+  environmentId: string,
+  filter: MemberFilter,
+  page: { limit: number; after?: Cursor | undefined },
+): Promise<MemberPage> {
+  const query = db('memberships')
+    .join('users', 'users.id', 'memberships.user_id')
+    .where('memberships.environment_id', environmentId)
+    .orderBy([{ column: 'users.email_normalized' }, { column: 'memberships.id' }])
+    .limit(page.limit + 1)
+    .select('memberships.id', 'users.email_normalized');
+
+  if (filter.status) {
+    query.where('memberships.status', filter.status);
+  }
+  if (filter.role) {
+    query.whereExists(
+      db('membership_roles').whereRaw('membership_roles.membership_id = memberships.id').where('role_key', filter.role),
+    );
+  }
+  if (filter.emailPrefix) {
+    query.whereRaw("users.email_normalized LIKE ? ESCAPE '\\'", [`${escapeLike(filter.emailPrefix)}%`]);
+  }
+  if (page.after) {
+    query.whereRaw('(users.email_normalized, memberships.id) > (?, ?)', [page.after.email, page.after.membershipId]);
+  }
+
+  const rows = await query;
+  const hasMore = rows.length > page.limit;
+  const pageRows = rows.slice(0, page.limit);
+  const last = pageRows.at(-1);
+  return {
+    data: await loadViews(db, pageRows.map((row) => row.id)),
+    nextCursor: hasMore && last ? encodeCursor({ email: last.email_normalized, membershipId: last.id }) : null,
+  };
+}

@@ -1,0 +1,154 @@
+import { Router } from 'express';
+import type { Knex } from 'knex';
+import { z } from 'zod';
+
+import { emailSchema, normalizeEmail } from '../../lib/email-address.js';
+import { isAdministrator, requireUserManager } from '../auth.js';
+import { HttpError, conflict, notFound, parseOrThrow, validationError } from '../errors.js';
+import { withIdempotency } from '../idempotency.js';
+import type { InvitationWorkflows } from '../invitation-workflows.js';
+import {
+  MEMBER_STATUSES,
+  UUID_PATTERN,
+  decodeCursor,
+  getMember,
+  getMemberByMembershipId,
+  listMembers,
+  type MemberView,
+} from '../members.js';
+
+const MAX_ROLES = 50;
+
+const roleListSchema = z
+  .array(z.string().min(1, 'must not contain empty role names').max(100))
+  .min(1, 'must contain at least one role')
+  .max(MAX_ROLES, `must contain at most ${MAX_ROLES} roles`)
+  .refine((roles) => new Set(roles).size === roles.length, 'must not contain the same role twice');
+
+const inviteSchema = z.strictObject({ email: emailSchema, roles: roleListSchema });
+
+const listQuerySchema = z.strictObject({
+  status: z.enum(MEMBER_STATUSES).optional(),
+  role: z.string().min(1).max(100).optional(),
+  q: z.string().min(1).max(254).optional(),
+  limit: z.coerce.number().int('must be a whole number').min(1).max(200).default(50),
+  cursor: z.string().max(1000).optional(),
+});
+
+/** Checks role names against the catalog; 400 names the unknown ones. */
+async function assertRolesExist(db: Knex, roles: string[]): Promise<void> {
+  const known = new Set(await db('roles').whereIn('key', roles).pluck('key'));
+  const unknown = roles.filter((role) => !known.has(role));
+  if (unknown.length > 0) {
+    throw validationError(
+      unknown.map((role) => ({ field: `body.roles[${roles.indexOf(role)}]`, rule: `is not a known role: "${role}"; see GET /v1/roles` })),
+    );
+  }
+}
+
+function assertUserId(userId: string): void {
+  if (!UUID_PATTERN.test(userId)) {
+    throw notFound(`User ${JSON.stringify(userId)}`);
+  }
+}
+
+export function usersRouter(db: Knex, invitations: InvitationWorkflows): Router {
+  const router = Router({ mergeParams: true });
+  router.use(requireUserManager);
+
+  router.post('/', async (request, response) => {
+    const principal = request.principal!;
+    const body = parseOrThrow(inviteSchema, request.body, 'body');
+    await assertRolesExist(db, body.roles);
+    if (body.roles.includes('administrator') && !isAdministrator(principal)) {
+      throw new HttpError(403, 'forbidden', 'Only an administrator may invite someone as an administrator.');
+    }
+
+    const result = await withIdempotency(db, request, async () => {
+      // A fast answer for the common conflicts; the workflow's own checks and the database
+      // constraints still decide when two requests race.
+      const existing = await db('memberships')
+        .join('users', 'users.id', 'memberships.user_id')
+        .where({ 'users.email_normalized': normalizeEmail(body.email), 'memberships.environment_id': principal.environmentId })
+        .first('memberships.status');
+      if (existing?.status === 'active') {
+        throw conflict('already_member', 'This person is already an active member of this environment.');
+      }
+      if (existing?.status === 'deactivated') {
+        throw conflict('member_deactivated', 'This person is a deactivated member of this environment; reactivate them instead.');
+      }
+
+      const { state } = await invitations.start({
+        accountId: principal.accountId,
+        environmentId: principal.environmentId,
+        environment: principal.environment,
+        email: body.email,
+        roles: body.roles,
+        invitedByUserId: principal.userId,
+      });
+      const member = await getMemberByMembershipId(db, state.membershipId!);
+      return { status: 202, body: member };
+    });
+
+    if (result.replayed) {
+      response.setHeader('Idempotent-Replayed', 'true');
+    }
+    response.status(result.status).json(result.body);
+  });
+
+  router.get('/', async (request, response) => {
+    const query = parseOrThrow(listQuerySchema, request.query, 'query');
+    const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
+    if (query.cursor !== undefined && !after) {
+      throw validationError([{ field: 'query.cursor', rule: 'is not a cursor returned by this endpoint' }]);
+    }
+    const page = await listMembers(
+      db,
+      request.principal!.environmentId,
+      { status: query.status, role: query.role, emailPrefix: query.q === undefined ? undefined : normalizeEmail(query.q) },
+      { limit: query.limit, after },
+    );
+    response.json(page);
+  });
+
+  async function loadMember(environmentId: string, userId: string): Promise<MemberView> {
+    assertUserId(userId);
+    const member = await getMember(db, environmentId, userId);
+    if (!member) {
+      throw notFound(`User ${userId}`);
+    }
+    return member;
+  }
+
+  function pendingInvitation(member: MemberView): NonNullable<MemberView['invitation']> {
+    if (member.invitation?.status !== 'pending') {
+      throw conflict('invitation_not_pending', `User ${member.id} has no pending invitation in this environment.`);
+    }
+    return member.invitation;
+  }
+
+  router.get('/:userId', async (request, response) => {
+    response.json(await loadMember(request.principal!.environmentId, request.params.userId as string));
+  });
+
+  router.post('/:userId/invitation/resend', async (request, response) => {
+    const principal = request.principal!;
+    const member = await loadMember(principal.environmentId, request.params.userId as string);
+    const invitation = pendingInvitation(member);
+    await invitations.resend(invitation.workflowId, principal.userId);
+    response.json(await loadMember(principal.environmentId, member.id));
+  });
+
+  router.post('/:userId/invitation/revoke', async (request, response) => {
+    const principal = request.principal!;
+    const member = await loadMember(principal.environmentId, request.params.userId as string);
+    const invitation = pendingInvitation(member);
+    const state = await invitations.revoke(invitation.workflowId, principal.userId);
+    if (state.phase !== 'revoked') {
+      throw conflict('invitation_not_pending', `The invitation was ${state.phase} before it could be revoked.`);
+    }
+    response.json(await loadMember(principal.environmentId, member.id));
+  });
+
+  return router;
+}

@@ -1,0 +1,17 @@
+import type { Knex } from 'knex';
+
+import * as core from './001_core.js';
+
+/**
+ * Migrations listed in code rather than read from a folder, so that the same list runs under tsx,
+ * from the compiled build and inside Jest's module loader.
+ */
+const MIGRATIONS: Record<string, Knex.Migration> = {
+  '001_core': core,
+};
+
+export const migrationSource: Knex.MigrationSource<string> = {
+  getMigrations: async () => Object.keys(MIGRATIONS).sort(),
+  getMigrationName: (name) => name,
+  getMigration: async (name) => MIGRATIONS[name]!,
+};

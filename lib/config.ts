@@ -1,0 +1,151 @@
+import { z } from 'zod';
+
+import { parseDuration } from './duration.js';
+
+function duration(defaultValue: string) {
+  return z
+    .string()
+    .default(defaultValue)
+    .transform((text, context) => {
+      const milliseconds = parseDuration(text);
+      if (milliseconds === undefined || milliseconds <= 0) {
+        context.addIssue({ code: 'custom', message: `must be a positive duration such as 90s, 15m or 7d, got "${text}"` });
+        return z.NEVER;
+      }
+      return milliseconds;
+    });
+}
+
+function booleanFlag(defaultValue: boolean) {
+  // Boolean('false') is true, so the accepted spellings are listed.
+  return z
+    .enum(['true', 'false', '1', '0'])
+    .default(defaultValue ? 'true' : 'false')
+    .transform((text) => text === 'true' || text === '1');
+}
+
+const environmentSchema = z
+  .object({
+    NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    PORT: z.coerce.number().int().min(0).max(65_535).default(3000),
+    APP_BASE_URL: z.url({ protocol: /^https?$/ }).transform((url) => url.replace(/\/+$/, '')),
+    APP_SECRET: z.string().min(32, 'must be at least 32 characters; generate one with `openssl rand -base64 32`'),
+    DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// connection URL'),
+    DATABASE_POOL_MAX: z.coerce.number().int().min(1).max(100).default(10),
+    TEMPORAL_ADDRESS: z.string().min(1).default('localhost:7233'),
+    TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
+    TEMPORAL_TASK_QUEUE: z.string().min(1).default('lifecycle'),
+    INVITE_TTL: duration('7d'),
+    INVITE_REMINDER_AFTER: duration('3d'),
+    INVITE_RESEND_COOLDOWN: duration('60s'),
+    INVITE_MAX_RESENDS: z.coerce.number().int().min(0).max(100).default(5),
+    EMAIL_PROVIDER: z.enum(['log', 'sendgrid']).default('log'),
+    EMAIL_FROM: z.email().default('no-reply@lifecycle.local'),
+    SENDGRID_API_KEY: z.string().min(1).optional(),
+    SENDGRID_API_URL: z.url({ protocol: /^https?$/ }).optional(),
+    TRUST_PROXY: booleanFlag(false),
+  })
+  .superRefine((values, context) => {
+    if (values.EMAIL_PROVIDER === 'sendgrid' && !values.SENDGRID_API_KEY) {
+      context.addIssue({ code: 'custom', path: ['SENDGRID_API_KEY'], message: 'is required when EMAIL_PROVIDER=sendgrid' });
+    }
+    // The log provider writes single-use links to the log, which production logs must never hold.
+    if (values.EMAIL_PROVIDER === 'log' && values.NODE_ENV === 'production') {
+      context.addIssue({ code: 'custom', path: ['EMAIL_PROVIDER'], message: 'must be sendgrid when NODE_ENV=production' });
+    }
+  });
+
+export interface InvitationTiming {
+  /** How long an invitation link stays valid, in milliseconds; a resend starts it again. */
+  ttlMs: number;
+  /** Delay after the latest email before the single reminder, in milliseconds. */
+  reminderAfterMs: number;
+  /** Minimum time between two resends, in milliseconds. */
+  resendCooldownMs: number;
+  maxResends: number;
+}
+
+export interface Config {
+  nodeEnv: 'development' | 'test' | 'production';
+  logLevel: string;
+  port: number;
+  appBaseUrl: string;
+  appSecret: string;
+  databaseUrl: string;
+  databasePoolMax: number;
+  temporal: { address: string; namespace: string; taskQueue: string };
+  invitation: InvitationTiming;
+  email: {
+    provider: 'log' | 'sendgrid';
+    from: string;
+    sendgridApiKey: string | undefined;
+    sendgridApiUrl: string | undefined;
+  };
+  trustProxy: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((problem) => `  - ${problem}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/**
+ * Reads and validates the configuration from environment variables.
+ * Throws a ConfigError that names every missing or invalid variable.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = environmentSchema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const name = issue.path.join('.') || '(environment)';
+      const message = issue.code === 'invalid_type' && env[name] === undefined ? 'is required but not set' : issue.message;
+      return `${name} ${message}`;
+    });
+    throw new ConfigError(problems);
+  }
+
+  const values = parsed.data;
+  return {
+    nodeEnv: values.NODE_ENV,
+    logLevel: values.LOG_LEVEL,
+    port: values.PORT,
+    appBaseUrl: values.APP_BASE_URL,
+    appSecret: values.APP_SECRET,
+    databaseUrl: values.DATABASE_URL,
+    databasePoolMax: values.DATABASE_POOL_MAX,
+    temporal: {
+      address: values.TEMPORAL_ADDRESS,
+      namespace: values.TEMPORAL_NAMESPACE,
+      taskQueue: values.TEMPORAL_TASK_QUEUE,
+    },
+    invitation: {
+      ttlMs: values.INVITE_TTL,
+      reminderAfterMs: values.INVITE_REMINDER_AFTER,
+      resendCooldownMs: values.INVITE_RESEND_COOLDOWN,
+      maxResends: values.INVITE_MAX_RESENDS,
+    },
+    email: {
+      provider: values.EMAIL_PROVIDER,
+      from: values.EMAIL_FROM,
+      sendgridApiKey: values.SENDGRID_API_KEY,
+      sendgridApiUrl: values.SENDGRID_API_URL,
+    },
+    trustProxy: values.TRUST_PROXY,
+  };
+}
+
+/** Loads the configuration or ends the process with a message that names each bad variable. */
+export function loadConfigOrExit(): Config {
+  try {
+    return loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(78);
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,56 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import type { Knex } from 'knex';
+import type { Logger } from 'pino';
+
+import { createInvitationActivities } from '../activities/invitations.js';
+import type { Config } from '../lib/config.js';
+import type { EmailSender } from '../lib/email/index.js';
+import { deriveKey } from '../lib/secrets.js';
+
+/** The workflow sources: TypeScript when run from the repository, JavaScript from the compiled build. */
+export const WORKFLOWS_PATH = ['index.ts', 'index.js']
+  .map((file) => fileURLToPath(new URL(`../workflows/${file}`, import.meta.url)))
+  .find((path) => existsSync(path))!;
+
+export interface WorkerDependencies {
+  config: Config;
+  db: Knex;
+  email: EmailSender;
+  logger: Logger;
+  connection: NativeConnection;
+  /** A prebuilt bundle (production); without it the worker bundles the workflow sources at start-up. */
+  workflowBundle?: WorkerOptions['workflowBundle'];
+}
+
+export function createActivities({ config, db, email }: Pick<WorkerDependencies, 'config' | 'db' | 'email'>) {
+  return {
+    ...createInvitationActivities({
+      db,
+      email,
+      tokenKey: deriveKey(config.appSecret, 'invitation-token'),
+      appBaseUrl: config.appBaseUrl,
+    }),
+  };
+}
+
+export async function createWorker(dependencies: WorkerDependencies): Promise<Worker> {
+  const { config, connection, workflowBundle } = dependencies;
+  return Worker.create({
+    connection,
+    namespace: config.temporal.namespace,
+    taskQueue: config.temporal.taskQueue,
+    activities: createActivities(dependencies),
+    ...(workflowBundle ? { workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+    // Activities are short database writes and one HTTP call; the pool size bounds them instead.
+    maxConcurrentActivityTaskExecutions: Math.max(4, config.databasePoolMax * 2),
+    // Running activities get this long to finish on shutdown before they are cancelled and retried elsewhere.
+    shutdownGraceTime: '10s',
+  });
+}
+
+export async function connectWorker(config: Config): Promise<NativeConnection> {
+  return NativeConnection.connect({ address: config.temporal.address });
+}

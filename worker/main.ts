@@ -1,0 +1,40 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+import { createDatabase } from '../db/connection.js';
+import { loadConfigOrExit } from '../lib/config.js';
+import { createEmailSender } from '../lib/email/index.js';
+import { createLogger } from '../lib/logger.js';
+import { connectWorker, createWorker } from './create-worker.js';
+import { installTemporalRuntime } from './temporal-logger.js';
+
+/** Written by `npm run build`; when present the worker skips bundling at start-up. */
+const PREBUILT_BUNDLE = fileURLToPath(new URL('../workflow-bundle.js', import.meta.url));
+
+/** Starts the Temporal worker alone, as production runs it. */
+async function main(): Promise<void> {
+  const config = loadConfigOrExit();
+  const logger = createLogger({ level: config.logLevel, name: 'lifecycle-worker' });
+  installTemporalRuntime(logger);
+  const db = createDatabase({ url: config.databaseUrl, poolMax: config.databasePoolMax });
+  const connection = await connectWorker(config);
+  const worker = await createWorker({
+    config,
+    db,
+    email: createEmailSender(config, logger),
+    logger,
+    connection,
+    ...(existsSync(PREBUILT_BUNDLE) ? { workflowBundle: { codePath: PREBUILT_BUNDLE } } : {}),
+  });
+
+  logger.info({ taskQueue: config.temporal.taskQueue }, 'worker started');
+  // The SDK's Runtime stops the worker on SIGINT and SIGTERM; run() then resolves after draining.
+  await worker.run();
+  await Promise.allSettled([db.destroy(), connection.close()]);
+  logger.info('worker stopped');
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`The worker failed: ${(error as Error).stack ?? String(error)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,271 @@
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  allHandlersFinished,
+  condition,
+  defineQuery,
+  defineSignal,
+  defineUpdate,
+  log,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
+
+import type { InvitationActivities } from '../activities/invitations.js';
+
+export interface InvitationTimingInput {
+  ttlMs: number;
+  reminderAfterMs: number;
+  resendCooldownMs: number;
+  maxResends: number;
+}
+
+/** Workflow input. It carries no token and no password: the email activity derives the link itself. */
+export interface InvitationWorkflowInput {
+  accountId: string;
+  environmentId: string;
+  environment: string;
+  email: string;
+  roles: string[];
+  invitedByUserId: string | null;
+  timing: InvitationTimingInput;
+}
+
+export type InvitationPhase = 'recording' | 'pending' | 'accepted' | 'expired' | 'revoked' | 'rejected';
+
+export interface InvitationState {
+  phase: InvitationPhase;
+  invitationId: string | null;
+  membershipId: string | null;
+  userId: string | null;
+  expiresAt: string | null;
+  resendCount: number;
+  lastSentAt: string | null;
+  reminderSent: boolean;
+  /** Why the invitation was not recorded, when phase is `rejected`. */
+  rejection: { type: string; message: string } | null;
+}
+
+export interface InvitationOutcome {
+  outcome: Exclude<InvitationPhase, 'recording' | 'pending'>;
+  invitationId: string | null;
+  membershipId: string | null;
+}
+
+/** Returns the state once the invitation is recorded; the API's invite call waits on it. */
+export const invitationRecordedUpdate = defineUpdate<InvitationState>('invitationRecorded');
+export const resendInvitationUpdate = defineUpdate<InvitationState, [{ actorUserId: string | null }]>('resendInvitation');
+export const revokeInvitationUpdate = defineUpdate<InvitationState, [{ actorUserId: string | null }]>('revokeInvitation');
+/** Sent by the API after it committed the acceptance; the password never passes through here. */
+export const invitationAcceptedSignal = defineSignal('invitationAccepted');
+export const invitationStateQuery = defineQuery<InvitationState>('invitationState');
+
+/** Failure types the API maps to HTTP statuses. */
+export const InvitationFailure = {
+  notPending: 'InvitationNotPending',
+  resendCooldown: 'ResendCooldown',
+  resendLimit: 'ResendLimitReached',
+} as const;
+
+const { recordInvitation, sendInvitationEmail, expireInvitation, revokeInvitation } = proxyActivities<InvitationActivities>({
+  startToCloseTimeout: '30s',
+  // Database and SendGrid outages are retried for up to a day before the invitation fails visibly.
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '5m', maximumAttempts: 300 },
+});
+
+export async function invitationWorkflow(input: InvitationWorkflowInput): Promise<InvitationOutcome> {
+  const { timing } = input;
+  const state: InvitationState = {
+    phase: 'recording',
+    invitationId: null,
+    membershipId: null,
+    userId: null,
+    expiresAt: null,
+    resendCount: 0,
+    lastSentAt: null,
+    reminderSent: false,
+    rejection: null,
+  };
+  // Each new link bumps this, so the timers below restart.
+  let linkVersion = 0;
+
+  const isSettled = () => state.phase !== 'recording' && state.phase !== 'pending';
+  const describe = () => {
+    const expiry = state.expiresAt ? `, expires ${state.expiresAt}` : '';
+    setCurrentDetails(`**${state.phase}** · ${input.accountId}/${input.environment}${expiry} · resends ${state.resendCount}`);
+  };
+
+  setHandler(invitationStateQuery, () => state);
+
+  setHandler(invitationRecordedUpdate, async () => {
+    await condition(() => state.phase !== 'recording');
+    if (state.phase === 'rejected' && state.rejection) {
+      throw ApplicationFailure.create({ type: state.rejection.type, message: state.rejection.message, nonRetryable: true });
+    }
+    return state;
+  });
+
+  setHandler(invitationAcceptedSignal, () => {
+    if (state.phase === 'pending') {
+      state.phase = 'accepted';
+    }
+  });
+
+  setHandler(
+    resendInvitationUpdate,
+    async ({ actorUserId }) => {
+      const now = Date.now();
+      const sentAt = now;
+      const expiresAt = new Date(now + timing.ttlMs).toISOString();
+      state.resendCount += 1;
+      state.lastSentAt = new Date(sentAt).toISOString();
+      const result = await sendInvitationEmail({
+        invitationId: state.invitationId!,
+        step: `resend-${state.resendCount}`,
+        kind: 'resend',
+        expiresAt,
+        actorUserId,
+      });
+      if (result.status !== 'pending') {
+        state.phase = result.status;
+        throw ApplicationFailure.create({
+          type: InvitationFailure.notPending,
+          message: `The invitation is ${result.status}, so it cannot be resent.`,
+          nonRetryable: true,
+        });
+      }
+      state.expiresAt = expiresAt;
+      linkVersion += 1;
+      describe();
+      return state;
+    },
+    {
+      // Validators run before anything reaches history, so a rejected resend leaves no trace.
+      validator: (_request) => {
+        if (state.phase !== 'pending') {
+          throw ApplicationFailure.create({
+            type: InvitationFailure.notPending,
+            message: `The invitation is ${state.phase}, so it cannot be resent.`,
+          });
+        }
+        if (state.resendCount >= timing.maxResends) {
+          throw ApplicationFailure.create({
+            type: InvitationFailure.resendLimit,
+            message: `The invitation was already resent ${state.resendCount} times, the maximum. Revoke it and invite again.`,
+          });
+        }
+        const waitMs = Date.parse(state.lastSentAt!) + timing.resendCooldownMs - Date.now();
+        if (waitMs > 0) {
+          throw ApplicationFailure.create({
+            type: InvitationFailure.resendCooldown,
+            message: `The invitation email was sent moments ago; wait ${Math.ceil(waitMs / 1000)} s before resending it.`,
+            details: [{ retryAfterSeconds: Math.ceil(waitMs / 1000) }],
+          });
+        }
+      },
+    },
+  );
+
+  setHandler(
+    revokeInvitationUpdate,
+    async ({ actorUserId }) => {
+      const result = await revokeInvitation({ invitationId: state.invitationId!, actorUserId, reason: 'revoked' });
+      state.phase = result.status;
+      describe();
+      return state;
+    },
+    {
+      validator: (_request) => {
+        if (state.phase !== 'pending') {
+          throw ApplicationFailure.create({
+            type: InvitationFailure.notPending,
+            message: `The invitation is ${state.phase}, so it cannot be revoked.`,
+          });
+        }
+      },
+    },
+  );
+
+  describe();
+  try {
+    const recorded = await recordInvitation({
+      accountId: input.accountId,
+      environmentId: input.environmentId,
+      email: input.email,
+      roles: input.roles,
+      invitedByUserId: input.invitedByUserId,
+      expiresAt: new Date(Date.now() + timing.ttlMs).toISOString(),
+    });
+    Object.assign(state, {
+      phase: 'pending',
+      invitationId: recorded.invitationId,
+      membershipId: recorded.membershipId,
+      userId: recorded.userId,
+      expiresAt: recorded.expiresAt,
+    });
+  } catch (error) {
+    // The activity rejects a person who is already a member or already invited; other failures
+    // (retries used up) fail the workflow so that operators see them.
+    if (error instanceof ActivityFailure && error.cause instanceof ApplicationFailure && error.cause.nonRetryable) {
+      state.phase = 'rejected';
+      state.rejection = { type: error.cause.type ?? 'InvitationRejected', message: error.cause.message };
+      describe();
+      await allHandlersFinished();
+      return { outcome: 'rejected', invitationId: null, membershipId: null };
+    }
+    throw error;
+  }
+
+  state.lastSentAt = new Date(Date.now()).toISOString();
+  try {
+    const first = await sendInvitationEmail({ invitationId: state.invitationId!, step: 'initial', kind: 'invitation' });
+    if (first.status !== 'pending') {
+      state.phase = first.status;
+    }
+  } catch (error) {
+    // A provider that rejects the address for good leaves a link nobody received; end the invitation
+    // so that the person can be invited again once the address is fixed.
+    if (error instanceof ActivityFailure && error.cause instanceof ApplicationFailure && error.cause.nonRetryable) {
+      const revoked = await revokeInvitation({ invitationId: state.invitationId!, actorUserId: null, reason: 'email_rejected' });
+      state.phase = revoked.status;
+    } else {
+      throw error;
+    }
+  }
+  describe();
+
+  while (state.phase === 'pending') {
+    const version = linkVersion;
+    const linkChangedOrSettled = () => isSettled() || linkVersion !== version;
+    const untilExpiry = Date.parse(state.expiresAt!) - Date.now();
+    const untilReminder = Date.parse(state.lastSentAt) + timing.reminderAfterMs - Date.now();
+
+    // One reminder per invitation, due a while after the latest email and only if it comes before expiry.
+    if (!state.reminderSent && untilReminder < untilExpiry) {
+      if (await condition(linkChangedOrSettled, Math.max(untilReminder, 0))) {
+        continue;
+      }
+      const reminder = await sendInvitationEmail({ invitationId: state.invitationId!, step: 'reminder', kind: 'reminder' });
+      state.reminderSent = true;
+      if (reminder.status !== 'pending') {
+        state.phase = reminder.status;
+      }
+      describe();
+      continue;
+    }
+
+    if (await condition(linkChangedOrSettled, Math.max(untilExpiry, 0))) {
+      continue;
+    }
+    const expired = await expireInvitation({ invitationId: state.invitationId! });
+    state.phase = expired.status;
+    describe();
+  }
+
+  // An update handler may still be finishing its activity; let it reply before the workflow closes.
+  await allHandlersFinished();
+  log.info('Invitation settled', { outcome: state.phase, workflowId: workflowInfo().workflowId });
+  return { outcome: state.phase as InvitationOutcome['outcome'], invitationId: state.invitationId, membershipId: state.membershipId };
+}

@@ -16,9 +16,6 @@ import { usersRouter } from './routes/users.js';
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;
 
-/** Requests per minute and client address on the routes that take an invitation token. */
-const TOKEN_ROUTE_LIMIT_PER_MINUTE = 30;
-
 /** Builds the HTTP API. Tests call this with real dependencies and drive it with supertest. */
 export function createApp(dependencies: ApiDependencies): Express {
   const { config, db, temporal, logger } = dependencies;
@@ -54,7 +51,7 @@ export function createApp(dependencies: ApiDependencies): Express {
 
   const tokenRouteLimiter = rateLimit({
     windowMs: 60_000,
-    limit: TOKEN_ROUTE_LIMIT_PER_MINUTE,
+    limit: config.tokenRateLimitPerMinute,
     standardHeaders: 'draft-8',
     legacyHeaders: false,
     handler: (_request, _response, next, options) => {
@@ -64,7 +61,7 @@ export function createApp(dependencies: ApiDependencies): Express {
   });
 
   app.use(systemRouter(db, temporal));
-  app.use(tokenRouteLimiter, invitationPagesRouter(db));
+  app.use('/invitations', tokenRouteLimiter, invitationPagesRouter(db));
   app.use('/v1/invitations', tokenRouteLimiter, invitationApiRouter(db, invitations, logger));
   app.use('/v1/accounts/:accountId/environments/:environment/users', authenticate(db), usersRouter(db, invitations));
 

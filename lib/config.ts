@@ -45,6 +45,7 @@ const environmentSchema = z
     SENDGRID_API_KEY: z.string().min(1).optional(),
     SENDGRID_API_URL: z.url({ protocol: /^https?$/ }).optional(),
     TRUST_PROXY: booleanFlag(false),
+    TOKEN_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).max(100_000).default(30),
   })
   .superRefine((values, context) => {
     if (values.EMAIL_PROVIDER === 'sendgrid' && !values.SENDGRID_API_KEY) {
@@ -83,6 +84,8 @@ export interface Config {
     sendgridApiUrl: string | undefined;
   };
   trustProxy: boolean;
+  /** Requests per minute and client address on the routes that take an invitation token. */
+  tokenRateLimitPerMinute: number;
 }
 
 export class ConfigError extends Error {
@@ -134,6 +137,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       sendgridApiUrl: values.SENDGRID_API_URL,
     },
     trustProxy: values.TRUST_PROXY,
+    tokenRateLimitPerMinute: values.TOKEN_RATE_LIMIT_PER_MINUTE,
   };
 }
 

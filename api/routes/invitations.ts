@@ -29,7 +29,7 @@ export function invitationPagesRouter(db: Knex): Router {
   const router = Router();
 
   // GET only reads: mail scanners and a second click must not use the link up.
-  router.get('/invitations/accept', async (request, response) => {
+  router.get('/accept', async (request, response) => {
     noStore(response);
     const { token } = pageQuerySchema.parse(request.query);
     const preview = token ? await previewInvitation(db, token) : undefined;

@@ -1,0 +1,141 @@
+import { execFileSync } from 'node:child_process';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { historyFromJSON } from '@temporalio/common/lib/proto-utils.js';
+import { Worker } from '@temporalio/worker';
+import { DeterminismViolationError } from '@temporalio/workflow';
+
+import { InvitationWorkflows, invitationWorkflowId } from '../api/invitation-workflows.js';
+import { deriveKey } from '../lib/secrets.js';
+import { WORKFLOWS_PATH } from '../worker/create-worker.js';
+import { tokenIn } from './support/fake-sendgrid.js';
+import { startHarness, uniqueEmail, type Harness } from './support/harness.js';
+
+/**
+ * Replays recorded workflow histories against the current workflow code. A change that would break
+ * invitations already running in production (a new activity call, a reordered step) fails here.
+ * Keep old histories when a change is deliberate and guarded with `patched()`; record new ones with
+ * `RECORD_HISTORIES=1 npm test -- test/replay.test.ts`.
+ */
+
+const HISTORY_DIR = fileURLToPath(new URL('./histories/', import.meta.url));
+const RECORDING = process.env.RECORD_HISTORIES === '1';
+
+async function loadHistories(): Promise<{ name: string; json: unknown }[]> {
+  const files = (await readdir(HISTORY_DIR)).filter((file) => file.endsWith('.json')).sort();
+  return Promise.all(files.map(async (file) => ({ name: file, json: JSON.parse(await readFile(HISTORY_DIR + file, 'utf8')) })));
+}
+
+(RECORDING ? describe : describe.skip)('record histories', () => {
+  let harness: Harness;
+
+  beforeAll(async () => {
+    harness = await startHarness({
+      env: { INVITE_TTL: '5s', INVITE_REMINDER_AFTER: '1s', INVITE_RESEND_COOLDOWN: '1s', INVITE_MAX_RESENDS: '3' },
+    });
+  });
+
+  afterAll(async () => {
+    await harness?.close();
+  });
+
+  async function save(name: string, workflowId: string): Promise<void> {
+    const handle = harness.temporal.workflow.getHandle(workflowId);
+    await handle.result();
+    // The CLI writes the same JSON that operators export from a production server, so such histories
+    // can be added here as they are.
+    const json = execFileSync(
+      process.env.LIFECYCLE_TEST_TEMPORAL_CLI!,
+      ['workflow', 'show', '--workflow-id', workflowId, '--run-id', (await handle.describe()).runId, '--output', 'json', '--address', harness.config.temporal.address],
+      { encoding: 'utf8' },
+    );
+    await writeFile(`${HISTORY_DIR}${name}.json`, json.endsWith('\n') ? json : `${json}\n`);
+  }
+
+  function path(suffix = ''): string {
+    return `/v1/accounts/${harness.seed.accountId}/environments/sandbox/users${suffix}`;
+  }
+
+  async function invite(email: string) {
+    const response = await harness.api
+      .post(path())
+      .set('Authorization', `Bearer ${harness.seed.adminKey}`)
+      .send({ email, roles: ['customer_viewer'] });
+    expect(response.status).toBe(202);
+    await harness.sendgrid.waitFor(() => harness.sendgrid.deliveredTo(email).length === 1);
+    return response.body;
+  }
+
+  test('record accepted invitation', async () => {
+    const email = uniqueEmail('accepted');
+    const member = await invite(email);
+    const token = tokenIn(harness.sendgrid.deliveredTo(email)[0]!);
+    await harness.api.post('/v1/invitations/accept').send({ token, password: 'recorded history password' }).expect(200);
+    await save('invitation-accepted', member.invitation.workflowId);
+  });
+
+  test('record reminded and expired invitation', async () => {
+    const member = await invite(uniqueEmail('expired'));
+    await save('invitation-reminded-expired', member.invitation.workflowId);
+  });
+
+  test('record resent and revoked invitation', async () => {
+    const member = await invite(uniqueEmail('revoked'));
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    const authorization = `Bearer ${harness.seed.adminKey}`;
+    await harness.api.post(path(`/${member.id}/invitation/resend`)).set('Authorization', authorization).expect(200);
+    await harness.api.post(path(`/${member.id}/invitation/revoke`)).set('Authorization', authorization).expect(200);
+    await save('invitation-resent-revoked', member.invitation.workflowId);
+  });
+
+  test('record rejected invitation', async () => {
+    const email = uniqueEmail('member');
+    await harness.addMember(email, ['customer_viewer']);
+    // Straight to the workflow, past the API's early check, so that the activity rejects it.
+    const idKey = deriveKey(harness.config.appSecret, 'workflow-id');
+    const workflows = new InvitationWorkflows(harness.temporal, harness.config, idKey);
+    await expect(
+      workflows.start({
+        accountId: harness.seed.accountId,
+        environmentId: harness.seed.sandboxId,
+        environment: 'sandbox',
+        email,
+        roles: ['customer_viewer'],
+        invitedByUserId: harness.seed.adminUserId,
+      }),
+    ).rejects.toMatchObject({ status: 409, code: 'already_member' });
+    const workflowId = invitationWorkflowId(idKey, harness.seed.accountId, 'sandbox', email);
+    expect((await harness.temporal.workflow.getHandle(workflowId).result()).outcome).toBe('rejected');
+    await save('invitation-rejected', workflowId);
+  });
+});
+
+describe('workflow replay', () => {
+  test('recorded histories replay cleanly', async () => {
+    const histories = await loadHistories();
+    expect(histories.map((history) => history.name)).toEqual(
+      expect.arrayContaining([
+        'invitation-accepted.json',
+        'invitation-reminded-expired.json',
+        'invitation-resent-revoked.json',
+        'invitation-rejected.json',
+      ]),
+    );
+    for (const { name, json } of histories) {
+      await expect(Worker.runReplayHistory({ workflowsPath: WORKFLOWS_PATH }, historyFromJSON(json), name)).resolves.toBeUndefined();
+    }
+  });
+
+  test('tampered history fails replay', async () => {
+    const accepted = (await loadHistories()).find((history) => history.name === 'invitation-accepted.json');
+    const tampered = structuredClone(accepted!.json) as { events: { activityTaskScheduledEventAttributes?: { activityType: { name: string } } }[] };
+    const scheduled = tampered.events.find((event) => event.activityTaskScheduledEventAttributes);
+    scheduled!.activityTaskScheduledEventAttributes!.activityType.name = 'someOtherActivity';
+
+    await expect(Worker.runReplayHistory({ workflowsPath: WORKFLOWS_PATH }, historyFromJSON(tampered), 'tampered')).rejects.toThrow(
+      DeterminismViolationError,
+    );
+  });
+});

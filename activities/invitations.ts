@@ -1,4 +1,4 @@
-import { ApplicationFailure, Context } from '@temporalio/activity';
+import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type { Knex } from 'knex';
 
 import { recordAuditEvent } from '../db/audit.js';
@@ -257,6 +257,8 @@ export function createInvitationActivities({ db, email, tokenKey, appBaseUrl }: 
     await db('invitation_emails')
       .where({ id: prepared.emailId })
       .update({ status: 'sent', sent_at: db.fn.now(), provider_message_id: messageId });
+    // The activity logger adds the workflow id, activity and attempt to this line.
+    log.info('Invitation email sent', { invitationId: input.invitationId, step: input.step, kind: input.kind, messageId });
     return { status: 'pending' };
   }
 

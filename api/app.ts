@@ -60,7 +60,7 @@ export function createApp(dependencies: ApiDependencies): Express {
     },
   });
 
-  app.use(systemRouter(db, temporal));
+  app.use(systemRouter(db, temporal, config.appBaseUrl));
   app.use('/invitations', tokenRouteLimiter, invitationPagesRouter(db));
   app.use('/v1/invitations', tokenRouteLimiter, invitationApiRouter(db, invitations, logger));
   app.use('/v1/accounts/:accountId/environments/:environment/users', authenticate(db), usersRouter(db, invitations));

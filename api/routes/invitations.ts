@@ -7,11 +7,7 @@ import { INVALID_LINK_MESSAGE, acceptInvitation, previewInvitation } from '../ac
 import { HttpError, parseOrThrow } from '../errors.js';
 import type { InvitationWorkflows } from '../invitation-workflows.js';
 import { acceptPage, acceptedPage, invalidLinkPage } from '../pages.js';
-
-const acceptSchema = z.strictObject({
-  token: z.string().min(1, 'is required').max(200),
-  password: z.string().max(1000).optional(),
-});
+import { acceptRequestSchema } from '../schemas.js';
 
 const pageQuerySchema = z.object({ token: z.string().max(200).optional() });
 
@@ -51,7 +47,7 @@ export function invitationApiRouter(db: Knex, invitations: InvitationWorkflows, 
     const fromForm = isFormPost(request);
     noStore(response);
     try {
-      const body = parseOrThrow(acceptSchema, request.body, 'body');
+      const body = parseOrThrow(acceptRequestSchema, request.body, 'body');
       const password = fromForm && body.password === '' ? undefined : body.password;
       const accepted = await acceptInvitation(db, body.token, password);
 

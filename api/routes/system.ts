@@ -2,6 +2,8 @@ import type { Client } from '@temporalio/client';
 import { Router } from 'express';
 import type { Knex } from 'knex';
 
+import { buildOpenApiDocument } from '../openapi.js';
+
 const READINESS_TIMEOUT_MS = 3_000;
 
 function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
@@ -13,8 +15,9 @@ function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
   ]);
 }
 
-export function systemRouter(db: Knex, temporal: Client): Router {
+export function systemRouter(db: Knex, temporal: Client, appBaseUrl: string): Router {
   const router = Router();
+  const openApiDocument = buildOpenApiDocument(appBaseUrl);
 
   router.get('/healthz', (_request, response) => {
     response.json({ status: 'ok' });
@@ -34,6 +37,10 @@ export function systemRouter(db: Knex, temporal: Client): Router {
     });
     const ready = database === 'ok' && workflowService === 'ok';
     response.status(ready ? 200 : 503).json({ status: ready ? 'ok' : 'unavailable', checks: { database, temporal: workflowService } });
+  });
+
+  router.get('/v1/openapi.json', (_request, response) => {
+    response.json(openApiDocument);
   });
 
   router.get('/v1/roles', async (_request, response) => {

@@ -1,14 +1,12 @@
 import { Router } from 'express';
 import type { Knex } from 'knex';
-import { z } from 'zod';
 
-import { emailSchema, normalizeEmail } from '../../lib/email-address.js';
+import { normalizeEmail } from '../../lib/email-address.js';
 import { isAdministrator, requireUserManager } from '../auth.js';
 import { HttpError, conflict, notFound, parseOrThrow, validationError } from '../errors.js';
 import { withIdempotency } from '../idempotency.js';
 import type { InvitationWorkflows } from '../invitation-workflows.js';
 import {
-  MEMBER_STATUSES,
   UUID_PATTERN,
   decodeCursor,
   getMember,
@@ -16,24 +14,7 @@ import {
   listMembers,
   type MemberView,
 } from '../members.js';
-
-const MAX_ROLES = 50;
-
-const roleListSchema = z
-  .array(z.string().min(1, 'must not contain empty role names').max(100))
-  .min(1, 'must contain at least one role')
-  .max(MAX_ROLES, `must contain at most ${MAX_ROLES} roles`)
-  .refine((roles) => new Set(roles).size === roles.length, 'must not contain the same role twice');
-
-const inviteSchema = z.strictObject({ email: emailSchema, roles: roleListSchema });
-
-const listQuerySchema = z.strictObject({
-  status: z.enum(MEMBER_STATUSES).optional(),
-  role: z.string().min(1).max(100).optional(),
-  q: z.string().min(1).max(254).optional(),
-  limit: z.coerce.number().int('must be a whole number').min(1).max(200).default(50),
-  cursor: z.string().max(1000).optional(),
-});
+import { inviteRequestSchema, listMembersQuerySchema } from '../schemas.js';
 
 /** Checks role names against the catalog; 400 names the unknown ones. */
 async function assertRolesExist(db: Knex, roles: string[]): Promise<void> {
@@ -58,7 +39,7 @@ export function usersRouter(db: Knex, invitations: InvitationWorkflows): Router 
 
   router.post('/', async (request, response) => {
     const principal = request.principal!;
-    const body = parseOrThrow(inviteSchema, request.body, 'body');
+    const body = parseOrThrow(inviteRequestSchema, request.body, 'body');
     await assertRolesExist(db, body.roles);
     if (body.roles.includes('administrator') && !isAdministrator(principal)) {
       throw new HttpError(403, 'forbidden', 'Only an administrator may invite someone as an administrator.');
@@ -78,7 +59,7 @@ export function usersRouter(db: Knex, invitations: InvitationWorkflows): Router 
         throw conflict('member_deactivated', 'This person is a deactivated member of this environment; reactivate them instead.');
       }
 
-      const { state } = await invitations.start({
+      const { workflowId, state } = await invitations.start({
         accountId: principal.accountId,
         environmentId: principal.environmentId,
         environment: principal.environment,
@@ -86,6 +67,7 @@ export function usersRouter(db: Knex, invitations: InvitationWorkflows): Router 
         roles: body.roles,
         invitedByUserId: principal.userId,
       });
+      request.log.info({ workflowId, userId: state.userId, invitationId: state.invitationId }, 'invitation started');
       const member = await getMemberByMembershipId(db, state.membershipId!);
       return { status: 202, body: member };
     });
@@ -97,7 +79,7 @@ export function usersRouter(db: Knex, invitations: InvitationWorkflows): Router 
   });
 
   router.get('/', async (request, response) => {
-    const query = parseOrThrow(listQuerySchema, request.query, 'query');
+    const query = parseOrThrow(listMembersQuerySchema, request.query, 'query');
     const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
     if (query.cursor !== undefined && !after) {
       throw validationError([{ field: 'query.cursor', rule: 'is not a cursor returned by this endpoint' }]);

@@ -1,0 +1,127 @@
+import { z } from 'zod';
+import { createDocument, type ZodOpenApiOperationObject, type ZodOpenApiResponsesObject } from 'zod-openapi';
+
+import {
+  acceptRequestSchema,
+  acceptedSchema,
+  errorSchema,
+  inviteRequestSchema,
+  listMembersQuerySchema,
+  memberPageSchema,
+  memberSchema,
+  roleSchema,
+} from './schemas.js';
+
+const json = (schema: z.ZodType) => ({ content: { 'application/json': { schema } } });
+const failure = (description: string) => ({ description, ...json(errorSchema) });
+
+const environmentPath = z.object({
+  accountId: z.string().meta({ description: 'Account id, for example `demo`.' }),
+  environment: z.string().meta({ description: 'Environment name, for example `sandbox`.' }),
+});
+const memberPath = environmentPath.extend({ userId: z.uuid().meta({ description: 'The member\'s user id.' }) });
+
+const managerFailures: ZodOpenApiResponsesObject = {
+  '401': failure('Missing, unknown or revoked API key.'),
+  '403': failure('The key is for another account or environment, or its owner may not manage users.'),
+};
+
+function memberOperation(summary: string, extra: ZodOpenApiResponsesObject): ZodOpenApiOperationObject {
+  return {
+    summary,
+    security: [{ apiKey: [] }],
+    requestParams: { path: memberPath },
+    responses: { '200': { description: 'The member after the change.', ...json(memberSchema) }, ...managerFailures, ...extra },
+  };
+}
+
+/** Builds the OpenAPI 3.1 document served at GET /v1/openapi.json. */
+export function buildOpenApiDocument(serverUrl: string) {
+  return createDocument({
+    openapi: '3.1.0',
+    info: {
+      title: 'Lifecycle API',
+      version: '1.0.0',
+      description:
+        'Invites people to account environments and manages their memberships. Each invitation is a Temporal workflow; its id is in `invitation.workflowId`.',
+    },
+    servers: [{ url: serverUrl }],
+    components: {
+      securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'An API key: `Authorization: Bearer lc_...`.' } },
+    },
+    paths: {
+      '/v1/accounts/{accountId}/environments/{environment}/users': {
+        post: {
+          summary: 'Invite a person',
+          description:
+            'Starts an invitation workflow and answers once the invitation is recorded. The email with the link goes out right after. An `Idempotency-Key` header makes retries safe.',
+          security: [{ apiKey: [] }],
+          requestParams: {
+            path: environmentPath,
+            header: z.object({ 'Idempotency-Key': z.string().max(255).optional() }),
+          },
+          requestBody: json(inviteRequestSchema),
+          responses: {
+            '202': { description: 'Invitation recorded; the member is `invited`.', ...json(memberSchema) },
+            '400': failure('Invalid body; `details` lists each field and rule.'),
+            ...managerFailures,
+            '409': failure('Already a member, already invited, or the Idempotency-Key is in use.'),
+            '422': failure('The Idempotency-Key was used for a different request.'),
+          },
+        },
+        get: {
+          summary: 'List members',
+          security: [{ apiKey: [] }],
+          requestParams: { path: environmentPath, query: listMembersQuerySchema },
+          responses: {
+            '200': { description: 'One page of members, ordered by email.', ...json(memberPageSchema) },
+            '400': failure('Invalid query parameter.'),
+            ...managerFailures,
+          },
+        },
+      },
+      '/v1/accounts/{accountId}/environments/{environment}/users/{userId}': {
+        get: memberOperation('Get a member', { '404': failure('No such member in this environment.') }),
+      },
+      '/v1/accounts/{accountId}/environments/{environment}/users/{userId}/invitation/resend': {
+        post: memberOperation('Resend the invitation with a new link', {
+          '404': failure('No such member in this environment.'),
+          '409': failure('No pending invitation, or the resend limit is reached.'),
+          '429': failure('Resent too recently; see the Retry-After header.'),
+        }),
+      },
+      '/v1/accounts/{accountId}/environments/{environment}/users/{userId}/invitation/revoke': {
+        post: memberOperation('Revoke the pending invitation', {
+          '404': failure('No such member in this environment.'),
+          '409': failure('No pending invitation.'),
+        }),
+      },
+      '/v1/invitations/accept': {
+        post: {
+          summary: 'Accept an invitation',
+          description: 'Also accepts the form of the page at GET /invitations/accept and then answers with HTML.',
+          requestBody: json(acceptRequestSchema),
+          responses: {
+            '200': { description: 'The membership is active.', ...json(acceptedSchema) },
+            '400': failure('Password missing or breaking a rule.'),
+            '410': failure('The link was used, replaced, revoked or has expired.'),
+            '429': failure('Too many attempts from this address.'),
+          },
+        },
+      },
+      '/v1/roles': {
+        get: {
+          summary: 'List the role catalog',
+          responses: { '200': { description: 'Every role.', ...json(z.object({ data: z.array(roleSchema) })) } },
+        },
+      },
+      '/healthz': { get: { summary: 'Process is up', responses: { '200': { description: 'Up.' } } } },
+      '/readyz': {
+        get: {
+          summary: 'Database and Temporal are reachable',
+          responses: { '200': { description: 'Ready.' }, '503': { description: 'A dependency is unavailable.' } },
+        },
+      },
+    },
+  });
+}

@@ -165,9 +165,9 @@ export function createInvitationActivities({ db, email, tokenKey, appBaseUrl }: 
 
   /**
    * Sends one invitation email for one workflow step. The first attempt stores the step with a fresh
-   * token salt (or, for a reminder, the current link's salt); a retry finds the row and mails the same
-   * link again, or nothing if the earlier attempt finished. Returns the invitation's status, which is
-   * `pending` unless the invitation ended meanwhile, in which case no email goes out.
+   * token salt, or the current link's salt for a reminder. A retry finds that row and mails the same link
+   * again, or nothing if the earlier attempt finished. Returns the invitation's status: `pending`, unless
+   * the invitation ended meanwhile, in which case no email goes out.
    */
   async function sendInvitationEmail(input: SendInvitationEmailInput): Promise<{ status: 'pending' | SettledInvitationStatus }> {
     const { workflowId } = currentWorkflow();

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 
 import type { Config } from '../lib/config.js';
 
-/** What the HTTP layer needs; tests build it with real connections. */
+/** Dependencies of the HTTP layer. Tests build them with real connections. */
 export interface ApiDependencies {
   config: Config;
   db: Knex;

@@ -7,7 +7,7 @@ export interface FieldProblem {
   rule: string;
 }
 
-/** An error with the HTTP status and stable code the API answers with. */
+/** An error with the HTTP status and stable code that the API responds with. */
 export class HttpError extends Error {
   constructor(
     readonly status: number,

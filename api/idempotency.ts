@@ -22,9 +22,9 @@ function fingerprint(request: Request): string {
 }
 
 /**
- * Runs `handler` at most once per `Idempotency-Key` header and API key: a repeat with the same key and
- * body gets the first response again, a repeat with another body gets 422, and a repeat while the first
- * is still running gets 409. Only successful responses are kept; after a failure the key is free again.
+ * Runs `handler` at most once per `Idempotency-Key` header and API key. A repeat with the same key and
+ * body gets the first response again. A repeat with another body gets 422, and a repeat while the first
+ * is still running gets 409. Only successful responses are kept, so after a failure the key is free again.
  */
 export async function withIdempotency(
   db: Knex,

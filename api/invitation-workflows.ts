@@ -23,7 +23,7 @@ import {
 import { conflict, HttpError } from './errors.js';
 
 /**
- * The invitation workflow id for one person in one environment. A keyed hash stands in for the email,
+ * The invitation workflow id for one person in one environment. A keyed hash replaces the email,
  * because workflow ids are visible to every operator and no payload codec covers them; the account and
  * environment stay readable.
  */
@@ -93,7 +93,7 @@ export class InvitationWorkflows {
 
   /**
    * Starts the invitation workflow and waits until it has recorded the invitation (Update-with-Start),
-   * so the caller can answer with the stored membership. A running invitation for the same person and
+   * so the caller can respond with the stored membership. A running invitation for the same person and
    * environment makes the start fail: the id conflict policy is FAIL. A finished one may be followed by a
    * new run: the id reuse policy is ALLOW_DUPLICATE.
    */

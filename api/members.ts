@@ -62,7 +62,7 @@ export function decodeCursor(text: string): Cursor | undefined {
       }
     }
   } catch {
-    // Falls through to undefined: the caller answers 400.
+    // Falls through to undefined, and the caller responds with 400.
   }
   return undefined;
 }

@@ -99,7 +99,7 @@ export function buildOpenApiDocument(serverUrl: string) {
       '/v1/invitations/accept': {
         post: {
           summary: 'Accept an invitation',
-          description: 'Also accepts the form of the page at GET /invitations/accept and then answers with HTML.',
+          description: 'Also accepts the form of the page at GET /invitations/accept and then responds with HTML.',
           requestBody: json(acceptRequestSchema),
           responses: {
             '200': { description: 'The membership is active.', ...json(acceptedSchema) },

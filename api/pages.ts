@@ -29,7 +29,7 @@ ${body}
 `;
 }
 
-/** The set-password form behind an invitation link. Rendering it changes nothing. */
+/** Renders the set-password form behind an invitation link. Rendering it changes nothing. */
 export function acceptPage(token: string, preview: InvitationPreview, problem?: string): string {
   const place = `${preview.accountName} (${preview.environment})`;
   const passwordFields = preview.needsPassword

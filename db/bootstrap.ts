@@ -24,7 +24,7 @@ export async function findEnvironment(db: Knex, accountId: string, environment: 
 
 /**
  * Makes `email` an active member with the given roles, creating the user when needed. For bootstrapping
- * the first administrator of an account, who has nobody to invite them; everyone else is invited.
+ * the first administrator of an account, whom no one can invite; everyone else is invited.
  */
 export async function ensureActiveMember(
   db: Knex,

@@ -13,7 +13,7 @@ export const emailSchema = z
   .max(EMAIL_MAX_LENGTH, `must be at most ${EMAIL_MAX_LENGTH} characters`)
   .pipe(z.email('must be a valid email address'));
 
-/** The form used to compare addresses: trimmed and lower-cased, as the database's unique index does. */
+/** Returns the form used to compare addresses: trimmed and lower-cased, as in the database's unique index. */
 export function normalizeEmail(email: string): string {
   return email.trim().toLowerCase();
 }

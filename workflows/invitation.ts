@@ -44,7 +44,7 @@ export interface InvitationState {
   resendCount: number;
   lastSentAt: string | null;
   reminderSent: boolean;
-  /** Why the invitation was not recorded, when phase is `rejected`. */
+  /** Reason the invitation was not recorded, when phase is `rejected`. */
   rejection: { type: string; message: string } | null;
 }
 
@@ -206,8 +206,8 @@ export async function invitationWorkflow(input: InvitationWorkflowInput): Promis
       expiresAt: recorded.expiresAt,
     });
   } catch (error) {
-    // The activity rejects a person who is already a member or already invited; other failures
-    // (retries used up) fail the workflow so that operators see them.
+    // The activity rejects a person who is already a member or already invited. Other failures,
+    // such as exhausted retries, fail the workflow so that operators see them.
     if (error instanceof ActivityFailure && error.cause instanceof ApplicationFailure && error.cause.nonRetryable) {
       state.phase = 'rejected';
       state.rejection = { type: error.cause.type ?? 'InvitationRejected', message: error.cause.message };
@@ -225,7 +225,7 @@ export async function invitationWorkflow(input: InvitationWorkflowInput): Promis
       state.phase = first.status;
     }
   } catch (error) {
-    // A provider that rejects the address for good leaves a link nobody received; end the invitation
+    // A provider that rejects the address for good leaves a link that no one received; end the invitation
     // so that the person can be invited again once the address is fixed.
     if (error instanceof ActivityFailure && error.cause instanceof ApplicationFailure && error.cause.nonRetryable) {
       const revoked = await revokeInvitation({ invitationId: state.invitationId!, actorUserId: null, reason: 'email_rejected' });

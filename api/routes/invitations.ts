@@ -20,7 +20,7 @@ function isFormPost(request: Request): boolean {
   return request.is('application/x-www-form-urlencoded') === 'application/x-www-form-urlencoded';
 }
 
-/** The pages a person opens from an invitation email. */
+/** Serves the pages a person opens from an invitation email. */
 export function invitationPagesRouter(db: Knex): Router {
   const router = Router();
 

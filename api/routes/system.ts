@@ -10,7 +10,7 @@ function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
   return Promise.race([
     promise,
     new Promise<never>((_resolve, reject) => {
-      setTimeout(() => reject(new Error(`${what} did not answer within ${READINESS_TIMEOUT_MS} ms`)), READINESS_TIMEOUT_MS).unref();
+      setTimeout(() => reject(new Error(`${what} did not respond within ${READINESS_TIMEOUT_MS} ms`)), READINESS_TIMEOUT_MS).unref();
     }),
   ]);
 }

@@ -46,8 +46,8 @@ export function usersRouter(db: Knex, invitations: InvitationWorkflows): Router 
     }
 
     const result = await withIdempotency(db, request, async () => {
-      // A fast answer for the common conflicts; the workflow's own checks and the database
-      // constraints still decide when two requests race.
+      // Rejects the common conflicts early. When two requests race, the workflow's own checks
+      // and the database constraints decide.
       const existing = await db('memberships')
         .join('users', 'users.id', 'memberships.user_id')
         .where({ 'users.email_normalized': normalizeEmail(body.email), 'memberships.environment_id': principal.environmentId })

@@ -4,8 +4,8 @@ import type { EmailMessage, EmailSender } from './sender.js';
 
 /**
  * Development provider: writes each email to the log instead of sending it, so a person running the
- * service locally can open the link. Configuration refuses it when NODE_ENV=production, because the
- * text holds single-use links.
+ * service locally can open the link. Configuration rejects it when NODE_ENV=production, because the
+ * text contains single-use links.
  */
 export class LogEmailSender implements EmailSender {
   private sequence = 0;

@@ -43,7 +43,7 @@ export class SendgridEmailSender implements EmailSender {
       return { messageId: typeof messageId === 'string' ? messageId : null };
     } catch (error) {
       const statusCode = (error as { code?: unknown }).code;
-      // SendGrid answers 400, 403 and 413 for requests that will fail the same way again; 401 is left
+      // SendGrid returns 400, 403 and 413 for requests that will fail the same way again; 401 is left
       // retryable because a rotated API key is fixed by configuration, not by the message.
       if (typeof statusCode === 'number' && [400, 403, 413].includes(statusCode)) {
         throw new PermanentEmailError(`SendGrid rejected the message with HTTP ${statusCode}`, statusCode);

@@ -5,7 +5,7 @@ import { recordAuditEvent } from '../db/audit.js';
 import { normalizeEmail } from '../lib/email-address.js';
 import { PermanentEmailError, type EmailSender } from '../lib/email/index.js';
 import { invitationEmail, type InvitationEmailKind } from '../lib/email/templates.js';
-import { deriveInvitationToken, hashToken, randomSalt } from '../lib/secrets.js';
+import { deriveLinkToken, hashToken, randomSalt } from '../lib/secrets.js';
 
 /** Invitation statuses after the invitation has ended. */
 export type SettledInvitationStatus = 'accepted' | 'expired' | 'revoked';
@@ -39,7 +39,7 @@ export interface SendInvitationEmailInput {
 export interface InvitationDependencies {
   db: Knex;
   email: EmailSender;
-  /** Key that derives invitation tokens; see deriveInvitationToken. */
+  /** Key that derives invitation tokens; see deriveLinkToken. */
   tokenKey: Buffer;
   appBaseUrl: string;
 }
@@ -232,7 +232,7 @@ export function createInvitationActivities({ db, email, tokenKey, appBaseUrl }: 
       return { status: prepared.status };
     }
 
-    const token = deriveInvitationToken(tokenKey, input.invitationId, prepared.salt);
+    const token = deriveLinkToken(tokenKey, input.invitationId, prepared.salt);
     const link = `${appBaseUrl}/invitations/accept?token=${encodeURIComponent(token)}`;
     const message = invitationEmail({
       kind: input.kind,
@@ -285,7 +285,7 @@ export function createInvitationActivities({ db, email, tokenKey, appBaseUrl }: 
       return;
     }
 
-    const tokenHash = hashToken(deriveInvitationToken(tokenKey, invitation.id, salt));
+    const tokenHash = hashToken(deriveLinkToken(tokenKey, invitation.id, salt));
     const changes: Record<string, unknown> = { token_hash: tokenHash, last_sent_at: trx.fn.now() };
     if (input.kind === 'resend') {
       changes.expires_at = input.expiresAt;

@@ -6,11 +6,17 @@ import helmet from 'helmet';
 import { pinoHttp } from 'pino-http';
 
 import { deriveKey } from '../lib/secrets.js';
-import { authenticate } from './auth.js';
+import { authenticate, requireEnvironmentMember } from './auth.js';
 import type { ApiDependencies } from './context.js';
 import { errorHandler, HttpError, routeNotFound } from './errors.js';
 import { InvitationWorkflows } from './invitation-workflows.js';
+import { accountSettingsRouter } from './routes/account-settings.js';
+import { authRouter, meRouter } from './routes/auth.js';
+import { bulkRouter } from './routes/bulk.js';
+import type { RouterDependencies } from './routes/dependencies.js';
 import { invitationApiRouter, invitationPagesRouter } from './routes/invitations.js';
+import { memberChangesRouter } from './routes/member-changes.js';
+import { operatorRouter } from './routes/operator.js';
 import { systemRouter } from './routes/system.js';
 import { usersRouter } from './routes/users.js';
 
@@ -20,6 +26,7 @@ const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;
 export function createApp(dependencies: ApiDependencies): Express {
   const { config, db, temporal, logger } = dependencies;
   const invitations = new InvitationWorkflows(temporal, config, deriveKey(config.appSecret, 'workflow-id'));
+  const routerDependencies: RouterDependencies = { ...dependencies, invitations };
 
   const app = express();
   app.disable('x-powered-by');
@@ -63,7 +70,19 @@ export function createApp(dependencies: ApiDependencies): Express {
   app.use(systemRouter(db, temporal, config.appBaseUrl));
   app.use('/invitations', tokenRouteLimiter, invitationPagesRouter(db));
   app.use('/v1/invitations', tokenRouteLimiter, invitationApiRouter(db, invitations, logger));
-  app.use('/v1/accounts/:accountId/environments/:environment/users', authenticate(db), usersRouter(db, invitations));
+  app.use(accountSettingsRouter(routerDependencies));
+  app.use('/v1/auth', authRouter(db, config));
+  app.use('/v1/me', meRouter(db, config));
+  app.use('/v1/operator', operatorRouter(routerDependencies));
+  app.use('/v1/accounts/:accountId', bulkRouter(routerDependencies));
+  const environmentRoutes = '/v1/accounts/:accountId/environments/:environment';
+  app.use(
+    `${environmentRoutes}/users`,
+    authenticate(db, config),
+    requireEnvironmentMember(db),
+    usersRouter(db, invitations),
+    memberChangesRouter(routerDependencies),
+  );
 
   app.use(routeNotFound);
   app.use(errorHandler(logger));

@@ -1,69 +1,160 @@
-import type { RequestHandler } from 'express';
+import type { Request, RequestHandler } from 'express';
 import type { Knex } from 'knex';
 
 import { USER_MANAGER_ROLES } from '../db/roles.js';
-import { hashToken, parseApiKey } from '../lib/secrets.js';
-import type { Principal } from './context.js';
+import type { Config } from '../lib/config.js';
+import { hashToken, isOperatorKey, isSessionToken, parseApiKey } from '../lib/secrets.js';
+import type { Caller, Principal } from './context.js';
 import { HttpError } from './errors.js';
 
 const BEARER = /^Bearer\s+(\S+)$/i;
+
+/** A session's last-used time is written at most this often, to spare the database a write per request. */
+const LAST_USED_RESOLUTION_MS = 60_000;
 
 function unauthorized(message: string): HttpError {
   return new HttpError(401, 'unauthorized', message, undefined, { 'WWW-Authenticate': 'Bearer realm="lifecycle"' });
 }
 
+/** Records a use without delaying the request; a lost update of a last-used time is harmless. */
+function touch(request: Request, query: Promise<unknown>): void {
+  query.catch((error: unknown) => request.log?.warn({ err: error }, 'could not record the credential use'));
+}
+
+async function resolveApiKey(db: Knex, request: Request, key: string): Promise<Caller> {
+  const row = await db('api_keys')
+    .join('memberships', function joinMembership() {
+      this.on('memberships.user_id', '=', 'api_keys.user_id').andOn('memberships.environment_id', '=', 'api_keys.environment_id');
+    })
+    .where('api_keys.secret_hash', hashToken(key))
+    .whereNull('api_keys.revoked_at')
+    .where('memberships.status', 'active')
+    .first('api_keys.id', 'api_keys.user_id', 'api_keys.account_id', 'api_keys.environment_id');
+  if (!row) {
+    throw unauthorized('The API key is unknown, revoked, or its owner is no longer an active member.');
+  }
+  touch(request, db('api_keys').where({ id: row.id }).update({ last_used_at: db.fn.now() }));
+  return { kind: 'apiKey', apiKeyId: row.id, userId: row.user_id, accountId: row.account_id, environmentId: row.environment_id };
+}
+
+async function resolveSession(db: Knex, config: Config, request: Request, token: string): Promise<Caller> {
+  const idleSeconds = Math.floor(config.session.idleTimeoutMs / 1000);
+  const row = await db('sessions')
+    .where({ token_hash: hashToken(token) })
+    .whereNull('revoked_at')
+    .where('expires_at', '>', db.fn.now())
+    .whereRaw(`last_used_at > now() - make_interval(secs => ?)`, [idleSeconds])
+    .first('id', 'user_id', 'last_used_at');
+  if (!row) {
+    throw unauthorized('The session has ended. Sign in again with POST /v1/auth/login.');
+  }
+  if (Date.now() - new Date(row.last_used_at).getTime() > LAST_USED_RESOLUTION_MS) {
+    touch(request, db('sessions').where({ id: row.id }).update({ last_used_at: db.fn.now() }));
+  }
+  return { kind: 'session', sessionId: row.id, userId: row.user_id };
+}
+
+async function resolveOperatorKey(db: Knex, request: Request, key: string): Promise<Caller> {
+  const row = await db('operator_api_keys').where({ secret_hash: hashToken(key) }).whereNull('revoked_at').first('id', 'name');
+  if (!row) {
+    throw unauthorized('The operator key is unknown or revoked.');
+  }
+  touch(request, db('operator_api_keys').where({ id: row.id }).update({ last_used_at: db.fn.now() }));
+  return { kind: 'operator', operatorKeyId: row.id, name: row.name };
+}
+
 /**
- * Resolves `Authorization: Bearer <api key>` to a principal. A key works only while it is not revoked
- * and its owner's membership in the key's environment is active.
+ * Resolves `Authorization: Bearer <credential>` to the caller. Three kinds are accepted, told apart by
+ * their prefix: API keys (`lc_`), session tokens (`ls_`) and operator keys (`lo_`).
  */
-export function authenticate(db: Knex): RequestHandler {
+export function authenticate(db: Knex, config: Config): RequestHandler {
   return async (request, _response, next) => {
     const match = BEARER.exec(request.get('authorization') ?? '');
     if (!match) {
-      throw unauthorized('Send an API key as "Authorization: Bearer <key>".');
+      throw unauthorized('Send an API key or a session token as "Authorization: Bearer <credential>".');
     }
-    const key = match[1]!;
-    if (!parseApiKey(key)) {
-      throw unauthorized('The API key is malformed.');
+    const credential = match[1]!;
+
+    let caller: Caller;
+    if (parseApiKey(credential)) {
+      caller = await resolveApiKey(db, request, credential);
+    } else if (isSessionToken(credential)) {
+      caller = await resolveSession(db, config, request, credential);
+    } else if (isOperatorKey(credential)) {
+      caller = await resolveOperatorKey(db, request, credential);
+    } else {
+      throw unauthorized('The credential is malformed: expected an API key (lc_…), a session token (ls_…) or an operator key (lo_…).');
     }
 
-    const row = await db('api_keys')
-      .join('environments', 'environments.id', 'api_keys.environment_id')
-      .join('memberships', function joinMembership() {
-        this.on('memberships.user_id', '=', 'api_keys.user_id').andOn('memberships.environment_id', '=', 'api_keys.environment_id');
-      })
-      .where('api_keys.secret_hash', hashToken(key))
-      .whereNull('api_keys.revoked_at')
-      .where('memberships.status', 'active')
-      .first(
-        'api_keys.id as apiKeyId',
-        'api_keys.user_id as userId',
-        'api_keys.account_id as accountId',
-        'api_keys.environment_id as environmentId',
-        'environments.name as environment',
-        'memberships.id as membershipId',
-      );
-    if (!row) {
-      throw unauthorized('The API key is unknown, revoked, or its owner is no longer an active member.');
+    request.caller = caller;
+    request.log?.setBindings({
+      callerKind: caller.kind,
+      ...(caller.kind === 'operator' ? { operatorKeyId: caller.operatorKeyId } : { actorUserId: caller.userId }),
+    });
+    next();
+  };
+}
+
+/** Allows only signed-in people: sessions, not API keys or operator keys. */
+export const requireSession: RequestHandler = (request, _response, next) => {
+  if (request.caller?.kind !== 'session') {
+    throw new HttpError(403, 'forbidden', 'This route needs a session token from POST /v1/auth/login.');
+  }
+  next();
+};
+
+/** Allows only platform operators. */
+export const requireOperator: RequestHandler = (request, _response, next) => {
+  if (request.caller?.kind !== 'operator') {
+    throw new HttpError(403, 'forbidden', 'This route needs an operator key.');
+  }
+  next();
+};
+
+/**
+ * Resolves the caller's membership in the account environment of the path into `request.principal`.
+ * An API key works only in its own environment. A session works wherever its person is an active
+ * member; where that membership was deactivated it gets 401, because deactivation ends every session
+ * there at once. Callers with no access get 403 whether or not the account exists, so that nobody can
+ * probe for other tenants.
+ */
+export function requireEnvironmentMember(db: Knex): RequestHandler {
+  return async (request, _response, next) => {
+    const caller = request.caller!;
+    const { accountId, environment } = request.params as { accountId: string; environment: string };
+    const forbidden = new HttpError(403, 'forbidden', `You have no access to account "${accountId}" environment "${environment}".`);
+    if (caller.kind === 'operator') {
+      throw new HttpError(403, 'forbidden', 'Operator keys work only on /v1/operator routes.');
     }
 
-    const roles = await db('membership_roles').where({ membership_id: row.membershipId }).pluck('role_key');
+    const membership = await db('memberships')
+      .join('environments', 'environments.id', 'memberships.environment_id')
+      .where({ 'environments.account_id': accountId, 'environments.name': environment, 'memberships.user_id': caller.userId })
+      .first('memberships.id', 'memberships.status', 'memberships.environment_id');
+    if (caller.kind === 'apiKey' && (caller.accountId !== accountId || caller.environmentId !== membership?.environment_id)) {
+      throw new HttpError(403, 'forbidden', `This API key is not valid for account "${accountId}" environment "${environment}".`);
+    }
+    if (!membership) {
+      throw forbidden;
+    }
+    if (membership.status === 'deactivated') {
+      throw unauthorized('Your membership in this environment was deactivated; this credential no longer works here.');
+    }
+    if (membership.status !== 'active') {
+      throw forbidden;
+    }
+
+    const roles = await db('membership_roles').where({ membership_id: membership.id }).pluck('role_key');
     const principal: Principal = {
-      apiKeyId: row.apiKeyId,
-      userId: row.userId,
-      accountId: row.accountId,
-      environmentId: row.environmentId,
-      environment: row.environment,
+      caller,
+      userId: caller.userId,
+      accountId,
+      environmentId: membership.environment_id,
+      environment,
+      membershipId: membership.id,
       roles,
     };
     request.principal = principal;
-    request.log?.setBindings({ apiKeyId: principal.apiKeyId, actorUserId: principal.userId });
-
-    // Not awaited on the request path: a lost update of the last-used time is harmless.
-    db('api_keys')
-      .where({ id: principal.apiKeyId })
-      .update({ last_used_at: db.fn.now() })
-      .catch((error: unknown) => request.log?.warn({ err: error }, 'could not record API key use'));
     next();
   };
 }
@@ -72,17 +163,9 @@ export function isAdministrator(principal: Principal): boolean {
   return principal.roles.includes('administrator');
 }
 
-/**
- * Allows the request only when the key belongs to the account environment in the path and its owner
- * is an administrator or user administrator there. A key of another environment gets 403 whether or
- * not the path's account exists, so keys cannot probe for other tenants.
- */
+/** Allows the request only when the caller is an administrator or user administrator of the environment. */
 export const requireUserManager: RequestHandler = (request, _response, next) => {
   const principal = request.principal!;
-  const { accountId, environment } = request.params as { accountId?: string; environment?: string };
-  if (principal.accountId !== accountId || principal.environment !== environment) {
-    throw new HttpError(403, 'forbidden', `This API key is not valid for account "${accountId}" environment "${environment}".`);
-  }
   if (!principal.roles.some((role) => (USER_MANAGER_ROLES as readonly string[]).includes(role))) {
     throw new HttpError(403, 'forbidden', 'Managing users requires the administrator or user_administrator role.');
   }

@@ -12,18 +12,38 @@ export interface ApiDependencies {
   logger: Logger;
 }
 
-/** The caller, resolved from an API key. */
+/** Who sent the request, resolved from the bearer credential. */
+export type Caller =
+  | { kind: 'apiKey'; apiKeyId: string; userId: string; accountId: string; environmentId: string }
+  | { kind: 'session'; sessionId: string; userId: string }
+  | { kind: 'operator'; operatorKeyId: string; name: string };
+
+/** The caller as a member of the account environment in the request path. */
 export interface Principal {
-  apiKeyId: string;
+  caller: Caller;
   userId: string;
   accountId: string;
   environmentId: string;
   environment: string;
+  membershipId: string;
   roles: string[];
 }
 
 declare module 'express-serve-static-core' {
   interface Request {
+    caller?: Caller;
     principal?: Principal;
+  }
+}
+
+/** The owner of Idempotency-Key records: keys are per API key, or per person for sessions. */
+export function idempotencyOwner(caller: Caller): string {
+  switch (caller.kind) {
+    case 'apiKey':
+      return `api-key:${caller.apiKeyId}`;
+    case 'session':
+      return `user:${caller.userId}`;
+    case 'operator':
+      return `operator:${caller.operatorKeyId}`;
   }
 }

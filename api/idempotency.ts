@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import type { Request } from 'express';
 import type { Knex } from 'knex';
 
+import { idempotencyOwner } from './context.js';
 import { HttpError } from './errors.js';
 
 export interface StoredResponse {
@@ -22,7 +23,7 @@ function fingerprint(request: Request): string {
 }
 
 /**
- * Runs `handler` at most once per `Idempotency-Key` header and API key. A repeat with the same key and
+ * Runs `handler` at most once per `Idempotency-Key` header and caller. A repeat with the same key and
  * body gets the first response again. A repeat with another body gets 422, and a repeat while the first
  * is still running gets 409. Only successful responses are kept, so after a failure the key is free again.
  */
@@ -40,21 +41,21 @@ export async function withIdempotency(
       { field: 'header.Idempotency-Key', rule: 'must be 1 to 255 printable ASCII characters' },
     ]);
   }
-  const apiKeyId = request.principal!.apiKeyId;
+  const owner = idempotencyOwner(request.caller!);
   const requestFingerprint = fingerprint(request);
 
   await db('idempotency_keys')
-    .where({ api_key_id: apiKeyId, key })
+    .where({ owner, key })
     .whereRaw(`created_at < now() - interval '${RETENTION}'`)
     .delete();
   const inserted = await db('idempotency_keys')
-    .insert({ api_key_id: apiKeyId, key, request_fingerprint: requestFingerprint })
-    .onConflict(['api_key_id', 'key'])
+    .insert({ owner, key, request_fingerprint: requestFingerprint })
+    .onConflict(['owner', 'key'])
     .ignore()
     .returning('key');
 
   if (inserted.length === 0) {
-    const earlier = await db('idempotency_keys').where({ api_key_id: apiKeyId, key }).first();
+    const earlier = await db('idempotency_keys').where({ owner, key }).first();
     if (earlier.request_fingerprint !== requestFingerprint) {
       throw new HttpError(422, 'idempotency_key_reused', 'This Idempotency-Key was already used for a different request.');
     }
@@ -67,11 +68,11 @@ export async function withIdempotency(
   try {
     const response = await handler();
     await db('idempotency_keys')
-      .where({ api_key_id: apiKeyId, key })
+      .where({ owner, key })
       .update({ status_code: response.status, response_body: JSON.stringify(response.body), completed_at: db.fn.now() });
     return { ...response, replayed: false };
   } catch (error) {
-    await db('idempotency_keys').where({ api_key_id: apiKeyId, key }).delete();
+    await db('idempotency_keys').where({ owner, key }).delete();
     throw error;
   }
 }

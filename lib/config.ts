@@ -46,6 +46,14 @@ const environmentSchema = z
     SENDGRID_API_URL: z.url({ protocol: /^https?$/ }).optional(),
     TRUST_PROXY: booleanFlag(false),
     TOKEN_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).max(100_000).default(30),
+    SESSION_IDLE_TIMEOUT: duration('30m'),
+    SESSION_ABSOLUTE_TIMEOUT: duration('12h'),
+    LOGIN_RATE_LIMIT_PER_EMAIL: z.coerce.number().int().min(1).max(100_000).default(10),
+    LOGIN_RATE_LIMIT_PER_IP: z.coerce.number().int().min(1).max(100_000).default(100),
+    LOGIN_RATE_LIMIT_WINDOW: duration('15m'),
+    EMAIL_CHANGE_TTL: duration('24h'),
+    PASSWORD_RESET_TTL: duration('1h'),
+    BATCH_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(10),
   })
   .superRefine((values, context) => {
     if (values.EMAIL_PROVIDER === 'sendgrid' && !values.SENDGRID_API_KEY) {
@@ -86,6 +94,13 @@ export interface Config {
   trustProxy: boolean;
   /** Requests per minute and client address on the routes that take an invitation token. */
   tokenRateLimitPerMinute: number;
+  session: { idleTimeoutMs: number; absoluteTimeoutMs: number };
+  /** Sign-in attempts allowed per window, per email address and per client address. */
+  loginRateLimit: { perEmail: number; perIp: number; windowMs: number };
+  emailChangeTtlMs: number;
+  passwordResetTtlMs: number;
+  /** Invitation workflows a bulk onboarding starts at the same time. */
+  batchConcurrency: number;
 }
 
 export class ConfigError extends Error {
@@ -138,6 +153,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     trustProxy: values.TRUST_PROXY,
     tokenRateLimitPerMinute: values.TOKEN_RATE_LIMIT_PER_MINUTE,
+    session: { idleTimeoutMs: values.SESSION_IDLE_TIMEOUT, absoluteTimeoutMs: values.SESSION_ABSOLUTE_TIMEOUT },
+    loginRateLimit: {
+      perEmail: values.LOGIN_RATE_LIMIT_PER_EMAIL,
+      perIp: values.LOGIN_RATE_LIMIT_PER_IP,
+      windowMs: values.LOGIN_RATE_LIMIT_WINDOW,
+    },
+    emailChangeTtlMs: values.EMAIL_CHANGE_TTL,
+    passwordResetTtlMs: values.PASSWORD_RESET_TTL,
+    batchConcurrency: values.BATCH_CONCURRENCY,
   };
 }
 

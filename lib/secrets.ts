@@ -22,12 +22,38 @@ export function randomSalt(): Buffer {
 }
 
 /**
- * Derives the invitation token for one link from a random salt stored in the database and a key held
- * only in configuration. A retried email activity derives the same link again instead of mailing a
- * second, different one, and the database alone (salt and SHA-256 hash) does not reveal the token.
+ * Derives the token of one emailed link (an invitation, an email change, a password reset) from the
+ * record's id, a random salt stored in the database and a key kept only in configuration. A retried
+ * email activity derives the same link again instead of mailing a second, different one, and the
+ * database alone, with the salt and the SHA-256 hash, does not reveal the token.
  */
-export function deriveInvitationToken(tokenKey: Buffer, invitationId: string, salt: Buffer): string {
-  return createHmac('sha256', tokenKey).update(invitationId).update(salt).digest('base64url');
+export function deriveLinkToken(tokenKey: Buffer, recordId: string, salt: Buffer): string {
+  return createHmac('sha256', tokenKey).update(recordId).update(salt).digest('base64url');
+}
+
+/** A session token: `ls_` and 256 random bits; the database keeps only its SHA-256 hash. */
+export function generateSessionToken(): { token: string; tokenHash: string } {
+  const token = `ls_${randomToken()}`;
+  return { token, tokenHash: hashToken(token) };
+}
+
+const SESSION_TOKEN_PATTERN = /^ls_[A-Za-z0-9_-]{43}$/;
+
+export function isSessionToken(token: string): boolean {
+  return SESSION_TOKEN_PATTERN.test(token);
+}
+
+/** An operator API key: `lo_<prefix>_<secret>`, for platform support rather than for an account. */
+export function generateOperatorKey(): { key: string; prefix: string; secretHash: string } {
+  const prefix = randomBytes(6).toString('hex');
+  const key = `lo_${prefix}_${randomToken()}`;
+  return { key, prefix, secretHash: hashToken(key) };
+}
+
+const OPERATOR_KEY_PATTERN = /^lo_([0-9a-f]{12})_[A-Za-z0-9_-]{43}$/;
+
+export function isOperatorKey(key: string): boolean {
+  return OPERATOR_KEY_PATTERN.test(key);
 }
 
 /** Keyed hash of a normalized email for workflow ids, which every operator can read. */

@@ -296,7 +296,7 @@ async function main(): Promise<void> {
     const workerConnection = await connectWorker(config);
     stopSteps.add('Temporal worker connection', 5_000, () => workerConnection.close());
     logger.info('bundling the workflow code for the worker');
-    const worker = await createWorker({ config, db, email: createEmailSender(config, logger), logger, connection: workerConnection });
+    const worker = await createWorker({ config, db, email: createEmailSender(config, logger), logger, connection: workerConnection, temporal });
     const workerRun = worker.run();
     workerRun.catch((error: unknown) => {
       if (!stopping) {

@@ -1,11 +1,16 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
+import type { Client } from '@temporalio/client';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 
+import { createAccountSettingsActivities } from '../activities/account-settings.js';
+import { createBulkActivities } from '../activities/bulk.js';
+import type { ActivityDependencies } from '../activities/dependencies.js';
 import { createInvitationActivities } from '../activities/invitations.js';
+import { createMemberChangeActivities } from '../activities/member-changes.js';
 import type { Config } from '../lib/config.js';
 import type { EmailSender } from '../lib/email/index.js';
 import { deriveKey } from '../lib/secrets.js';
@@ -21,18 +26,19 @@ export interface WorkerDependencies {
   email: EmailSender;
   logger: Logger;
   connection: NativeConnection;
+  /** A client for activities that start or signal other workflows. */
+  temporal: Client;
   /** A prebuilt bundle (production); without it the worker bundles the workflow sources at start-up. */
   workflowBundle?: WorkerOptions['workflowBundle'];
 }
 
-export function createActivities({ config, db, email }: Pick<WorkerDependencies, 'config' | 'db' | 'email'>) {
+export function createActivities({ config, db, email, temporal }: Pick<WorkerDependencies, 'config' | 'db' | 'email' | 'temporal'>) {
+  const shared: ActivityDependencies = { config, db, email, temporal, tokenKey: deriveKey(config.appSecret, 'invitation-token') };
   return {
-    ...createInvitationActivities({
-      db,
-      email,
-      tokenKey: deriveKey(config.appSecret, 'invitation-token'),
-      appBaseUrl: config.appBaseUrl,
-    }),
+    ...createInvitationActivities({ db, email, tokenKey: shared.tokenKey, appBaseUrl: config.appBaseUrl }),
+    ...createMemberChangeActivities(shared),
+    ...createAccountSettingsActivities(shared),
+    ...createBulkActivities(shared),
   };
 }
 

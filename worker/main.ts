@@ -1,6 +1,8 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
+import { Client, Connection } from '@temporalio/client';
+
 import { createDatabase } from '../db/connection.js';
 import { loadConfigOrExit } from '../lib/config.js';
 import { createEmailSender } from '../lib/email/index.js';
@@ -18,7 +20,10 @@ async function main(): Promise<void> {
   installTemporalRuntime(logger);
   const db = createDatabase({ url: config.databaseUrl, poolMax: config.databasePoolMax });
   const connection = await connectWorker(config);
+  const clientConnection = await Connection.connect({ address: config.temporal.address });
+  const temporal = new Client({ connection: clientConnection, namespace: config.temporal.namespace });
   const worker = await createWorker({
+    temporal,
     config,
     db,
     email: createEmailSender(config, logger),
@@ -30,7 +35,7 @@ async function main(): Promise<void> {
   logger.info({ taskQueue: config.temporal.taskQueue }, 'worker started');
   // The SDK's Runtime stops the worker on SIGINT and SIGTERM; run() then resolves after draining.
   await worker.run();
-  await Promise.allSettled([db.destroy(), connection.close()]);
+  await Promise.allSettled([db.destroy(), connection.close(), clientConnection.close()]);
   logger.info('worker stopped');
 }
 

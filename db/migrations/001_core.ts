@@ -140,14 +140,15 @@ export async function up(knex: Knex): Promise<void> {
   });
 
   await knex.schema.createTable('idempotency_keys', (table) => {
-    table.uuid('api_key_id').notNullable().references('api_keys.id').onDelete('CASCADE');
+    // The caller the key belongs to, such as `api-key:<id>` or `user:<id>`.
+    table.text('owner').notNullable();
     table.text('key').notNullable();
     table.text('request_fingerprint').notNullable();
     table.integer('status_code');
     table.jsonb('response_body');
     table.timestamp('created_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
     table.timestamp('completed_at', { useTz: true });
-    table.primary(['api_key_id', 'key']);
+    table.primary(['owner', 'key']);
   });
 }
 

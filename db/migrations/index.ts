@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 
 import * as core from './001_core.js';
+import * as memberLifecycle from './002_member_lifecycle.js';
 
 /**
  * Migrations listed in code rather than read from a folder, so that the same list runs under tsx,
@@ -8,6 +9,7 @@ import * as core from './001_core.js';
  */
 const MIGRATIONS: Record<string, Knex.Migration> = {
   '001_core': core,
+  '002_member_lifecycle': memberLifecycle,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -128,7 +128,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
 
   async function startWorker() {
     workerConnection = await connectWorker(config);
-    worker = await createWorker({ config, db, email: createEmailSender(config, logger), logger, connection: workerConnection });
+    worker = await createWorker({ config, db, email: createEmailSender(config, logger), logger, connection: workerConnection, temporal });
     workerRun = worker.run();
   }
 

@@ -1,0 +1,90 @@
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+
+import { hashPassword } from '../lib/passwords.js';
+import { startHarness, uniqueEmail, type Harness } from './support/harness.js';
+
+let harness: Harness;
+const PASSWORD = 'a sign-in password';
+
+beforeAll(async () => {
+  harness = await startHarness({ env: { LOGIN_RATE_LIMIT_PER_EMAIL: '3', LOGIN_RATE_LIMIT_PER_IP: '1000', SESSION_IDLE_TIMEOUT: '3s' } });
+});
+
+afterAll(async () => {
+  await harness?.close();
+});
+
+async function memberWithPassword(roles: string[]): Promise<{ email: string; userId: string }> {
+  const email = uniqueEmail('signin');
+  const { userId } = await harness.addMember(email, roles);
+  await harness.db('users').where({ id: userId }).update({ password_hash: await hashPassword(PASSWORD) });
+  return { email, userId };
+}
+
+function login(email: string, password: string) {
+  return harness.api.post('/v1/auth/login').send({ email, password });
+}
+
+describe('sessions', () => {
+  test('login, me, logout', async () => {
+    const { email, userId } = await memberWithPassword(['user_administrator']);
+    const response = await login(email.toUpperCase(), PASSWORD);
+    expect(response.status).toBe(200);
+    expect(response.body.token).toMatch(/^ls_[A-Za-z0-9_-]{43}$/);
+    expect(response.body.user).toEqual({ id: userId, email });
+    expect(response.body.memberships).toEqual([
+      { accountId: harness.seed.accountId, accountName: `Account ${harness.seed.accountId}`, environment: 'sandbox', status: 'active', roles: ['user_administrator'] },
+    ]);
+    const session = await harness.db('sessions').where({ user_id: userId }).first();
+    expect(session.token_hash).not.toBe(response.body.token);
+
+    const authorization = `Bearer ${response.body.token}`;
+    const me = await harness.api.get('/v1/me').set('Authorization', authorization);
+    expect(me.status).toBe(200);
+    expect(me.body.memberships).toHaveLength(1);
+
+    const users = await harness.api.get(`/v1/accounts/${harness.seed.accountId}/environments/sandbox/users`).set('Authorization', authorization);
+    expect(users.status).toBe(200);
+    const elsewhere = await harness.api.get(`/v1/accounts/${harness.seed.accountId}/environments/production/users`).set('Authorization', authorization);
+    expect(elsewhere.status).toBe(403);
+
+    expect((await harness.api.post('/v1/auth/logout').set('Authorization', authorization)).status).toBe(204);
+    expect((await harness.api.get('/v1/me').set('Authorization', authorization)).status).toBe(401);
+  });
+
+  test('unknown email and wrong password look alike', async () => {
+    const { email } = await memberWithPassword(['customer_viewer']);
+    const wrong = await login(email, 'not the password at all');
+    const unknown = await login(uniqueEmail('nobody'), 'not the password at all');
+    expect(wrong.status).toBe(401);
+    expect(unknown.status).toBe(401);
+    expect(unknown.body).toEqual(wrong.body);
+  });
+
+  test('login rate limit per email', async () => {
+    const { email } = await memberWithPassword(['customer_viewer']);
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      expect((await login(email, 'wrong password here')).status).toBe(401);
+    }
+    const limited = await login(email, PASSWORD);
+    expect(limited.status).toBe(429);
+    expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
+    expect(limited.body.error.code).toBe('rate_limited');
+  });
+
+  test('idle session expires', async () => {
+    const { email } = await memberWithPassword(['customer_viewer']);
+    const { token } = (await login(email, PASSWORD)).body;
+    expect((await harness.api.get('/v1/me').set('Authorization', `Bearer ${token}`)).status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 3_500));
+    expect((await harness.api.get('/v1/me').set('Authorization', `Bearer ${token}`)).status).toBe(401);
+  });
+
+  test('deactivated membership rejects session', async () => {
+    const { email, userId } = await memberWithPassword(['user_administrator']);
+    const { token } = (await login(email, PASSWORD)).body;
+    await harness.db('memberships').where({ user_id: userId, environment_id: harness.seed.sandboxId }).update({ status: 'deactivated' });
+    const response = await harness.api.get(`/v1/accounts/${harness.seed.accountId}/environments/sandbox/users`).set('Authorization', `Bearer ${token}`);
+    expect(response.status).toBe(401);
+  });
+});

@@ -17,6 +17,9 @@ export interface RecordInvitationInput {
   roles: string[];
   invitedByUserId: string | null;
   expiresAt: string;
+  /** Allows a deactivated membership, which reactivation turns back into an invitation. */
+  reactivation?: boolean;
+  batchId?: string;
 }
 
 export interface RecordedInvitation {
@@ -34,6 +37,8 @@ export interface SendInvitationEmailInput {
   /** New expiry, for a resend. */
   expiresAt?: string;
   actorUserId?: string | null;
+  /** False to create the link without mailing it, when one email for several invitations carries it. */
+  deliver?: boolean;
 }
 
 export interface InvitationDependencies {
@@ -105,7 +110,7 @@ export function createInvitationActivities({ db, email, tokenKey, appBaseUrl }: 
       if (membership.status === 'active') {
         throw reject(InvitationRejection.alreadyMember, 'This person is already an active member of this environment.');
       }
-      if (membership.status === 'deactivated') {
+      if (membership.status === 'deactivated' && !input.reactivation) {
         throw reject(
           InvitationRejection.memberDeactivated,
           'This person is a deactivated member of this environment; reactivate the membership instead of inviting again.',
@@ -117,6 +122,9 @@ export function createInvitationActivities({ db, email, tokenKey, appBaseUrl }: 
         invited_by_user_id: input.invitedByUserId,
         invited_at: trx.fn.now(),
         activated_at: null,
+        deactivated_at: null,
+        deactivated_by_user_id: null,
+        status_before_deactivation: null,
         updated_at: trx.fn.now(),
       });
       await trx('membership_roles').where({ membership_id: membership.id }).delete();
@@ -133,6 +141,7 @@ export function createInvitationActivities({ db, email, tokenKey, appBaseUrl }: 
             workflow_id: workflowId,
             workflow_run_id: runId,
             invited_by_user_id: input.invitedByUserId,
+            batch_id: input.batchId ?? null,
           })
           .returning('*');
       } catch (error) {
@@ -230,6 +239,10 @@ export function createInvitationActivities({ db, email, tokenKey, appBaseUrl }: 
 
     if (!prepared.emailId) {
       return { status: prepared.status };
+    }
+    if (input.deliver === false) {
+      await db('invitation_emails').where({ id: prepared.emailId }).update({ status: 'sent', sent_at: db.fn.now() });
+      return { status: 'pending' };
     }
 
     const token = deriveLinkToken(tokenKey, input.invitationId, prepared.salt);

@@ -19,6 +19,7 @@ import {
   resendInvitationUpdate,
   revokeInvitationUpdate,
   type InvitationState,
+  type InvitationWorkflowInput,
 } from '../workflows/invitation.js';
 import { conflict, HttpError } from './errors.js';
 
@@ -75,14 +76,7 @@ async function translateErrors<T>(operation: () => Promise<T>): Promise<T> {
   }
 }
 
-export interface StartInvitationInput {
-  accountId: string;
-  environmentId: string;
-  environment: string;
-  email: string;
-  roles: string[];
-  invitedByUserId: string | null;
-}
+export type StartInvitationInput = Omit<InvitationWorkflowInput, 'timing'>;
 
 export class InvitationWorkflows {
   constructor(

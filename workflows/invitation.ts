@@ -31,6 +31,15 @@ export interface InvitationWorkflowInput {
   roles: string[];
   invitedByUserId: string | null;
   timing: InvitationTimingInput;
+  /** Re-invites a deactivated member who never accepted; otherwise a deactivated member is rejected. */
+  reactivation?: boolean;
+  /** The bulk onboarding that started this invitation, if any. */
+  batchId?: string;
+  /**
+   * `deferred` creates the link without mailing it, because the caller sends one email for several
+   * invitations. Absent means `send`.
+   */
+  emailDelivery?: 'send' | 'deferred';
 }
 
 export type InvitationPhase = 'recording' | 'pending' | 'accepted' | 'expired' | 'revoked' | 'rejected';
@@ -60,6 +69,8 @@ export const resendInvitationUpdate = defineUpdate<InvitationState, [{ actorUser
 export const revokeInvitationUpdate = defineUpdate<InvitationState, [{ actorUserId: string | null }]>('revokeInvitation');
 /** Sent by the API after it committed the acceptance; the password never passes through here. */
 export const invitationAcceptedSignal = defineSignal('invitationAccepted');
+/** Sent by another workflow (deactivation) that already ended the invitation in the database. */
+export const invitationEndedSignal = defineSignal<[{ status: 'revoked' | 'expired' }]>('invitationEnded');
 export const invitationStateQuery = defineQuery<InvitationState>('invitationState');
 
 /** Failure types the API maps to HTTP statuses. */
@@ -110,6 +121,12 @@ export async function invitationWorkflow(input: InvitationWorkflowInput): Promis
   setHandler(invitationAcceptedSignal, () => {
     if (state.phase === 'pending') {
       state.phase = 'accepted';
+    }
+  });
+
+  setHandler(invitationEndedSignal, ({ status }) => {
+    if (state.phase === 'pending') {
+      state.phase = status;
     }
   });
 
@@ -197,6 +214,8 @@ export async function invitationWorkflow(input: InvitationWorkflowInput): Promis
       roles: input.roles,
       invitedByUserId: input.invitedByUserId,
       expiresAt: new Date(Date.now() + timing.ttlMs).toISOString(),
+      ...(input.reactivation ? { reactivation: true } : {}),
+      ...(input.batchId ? { batchId: input.batchId } : {}),
     });
     Object.assign(state, {
       phase: 'pending',
@@ -220,7 +239,12 @@ export async function invitationWorkflow(input: InvitationWorkflowInput): Promis
 
   state.lastSentAt = new Date(Date.now()).toISOString();
   try {
-    const first = await sendInvitationEmail({ invitationId: state.invitationId!, step: 'initial', kind: 'invitation' });
+    const first = await sendInvitationEmail({
+      invitationId: state.invitationId!,
+      step: 'initial',
+      kind: 'invitation',
+      ...(input.emailDelivery === 'deferred' ? { deliver: false } : {}),
+    });
     if (first.status !== 'pending') {
       state.phase = first.status;
     }

@@ -88,16 +88,16 @@ export async function acceptInvitation(db: Knex, token: string, password: string
     let passwordHash: string | undefined;
     if (user.password_hash === null) {
       if (password === undefined || password === '') {
-        throw validationError([{ field: 'password', rule: 'is required because this person has no password yet' }]);
+        throw validationError([{ field: 'body.password', rule: 'is required because this person has no password yet' }]);
       }
       const problem = passwordProblem(password, user.email);
       if (problem) {
-        throw validationError([{ field: 'password', rule: problem }]);
+        throw validationError([{ field: 'body.password', rule: problem }]);
       }
       passwordHash = await hashPassword(password);
     } else if (password !== undefined && password !== '') {
       throw validationError([
-        { field: 'password', rule: 'must be omitted because this person already has a password; sign in with it after accepting' },
+        { field: 'body.password', rule: 'must be omitted because this person already has a password; sign in with it after accepting' },
       ]);
     }
 

@@ -11,6 +11,7 @@ import type { ApiDependencies } from './context.js';
 import { errorHandler, HttpError, routeNotFound } from './errors.js';
 import { InvitationWorkflows } from './invitation-workflows.js';
 import { accountSettingsRouter } from './routes/account-settings.js';
+import { auditRouter } from './routes/audit.js';
 import { authRouter, meRouter } from './routes/auth.js';
 import { bulkRouter } from './routes/bulk.js';
 import type { RouterDependencies } from './routes/dependencies.js';
@@ -55,6 +56,15 @@ export function createApp(dependencies: ApiDependencies): Express {
   app.use(helmet({ referrerPolicy: { policy: 'no-referrer' } }));
   app.use(express.json({ limit: '100kb', strict: true }));
   app.use(express.urlencoded({ extended: false, limit: '10kb' }));
+  app.use((request, _response, next) => {
+    // A body the parsers above skipped would otherwise look like a missing one.
+    const hasBody = Number(request.get('content-length') ?? 0) > 0 || request.get('transfer-encoding') !== undefined;
+    if (hasBody && !request.is(['application/json', 'application/x-www-form-urlencoded', 'text/csv'])) {
+      next(new HttpError(415, 'unsupported_media_type', 'Send the request body as application/json (text/csv where a route says so).'));
+      return;
+    }
+    next();
+  });
 
   const tokenRouteLimiter = rateLimit({
     windowMs: 60_000,
@@ -83,6 +93,7 @@ export function createApp(dependencies: ApiDependencies): Express {
     usersRouter(db, invitations),
     memberChangesRouter(routerDependencies),
   );
+  app.use(`${environmentRoutes}/audit-events`, authenticate(db, config), requireEnvironmentMember(db), auditRouter(db));
 
   app.use(routeNotFound);
   app.use(errorHandler(logger));

@@ -1,6 +1,6 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type { Logger } from 'pino';
-import type { z } from 'zod';
+import { ZodError, type z } from 'zod';
 
 export interface FieldProblem {
   field: string;
@@ -29,14 +29,33 @@ export function validationError(problems: FieldProblem[]): HttpError {
   return new HttpError(400, 'validation_failed', `The request is invalid: ${summary}.`, problems);
 }
 
-/** Turns zod issues into `{ field, rule }` pairs; `prefix` names where the value came from (body, query). */
+/** Joins a prefix (body, query) and a path into a field name such as `body.roles.1`. */
+export function fieldName(prefix: string | undefined, path: readonly PropertyKey[]): string {
+  return [prefix, ...path.map(String)].filter(Boolean).join('.') || '(root)';
+}
+
+function describeType(value: unknown): string {
+  if (value === null) {
+    return 'null';
+  }
+  return Array.isArray(value) ? 'array' : typeof value;
+}
+
+/**
+ * Turns zod issues into `{ field, rule }` pairs; `prefix` names where the value came from (body, query).
+ * The issues must come from a parse with `reportInput: true`, so that a missing value can be told from
+ * a value of the wrong type.
+ */
 export function fieldProblems(error: z.ZodError, prefix?: string): FieldProblem[] {
   return error.issues.map((issue) => {
-    const path = issue.path.map(String).join('.');
-    const field = [prefix, path].filter(Boolean).join('.') || prefix || '(root)';
+    const field = fieldName(prefix, issue.path);
     let rule = issue.message;
     if (issue.code === 'invalid_type' && issue.input === undefined) {
       rule = 'is required';
+    } else if (issue.code === 'invalid_type' && issue.message.startsWith('Invalid input')) {
+      // zod's default wording; a schema's own message (such as "must be a whole number") is kept.
+      const article = /^[aeiou]/.test(issue.expected) ? 'an' : 'a';
+      rule = `must be ${article} ${issue.expected}, not ${describeType(issue.input)}`;
     } else if (issue.code === 'unrecognized_keys') {
       rule = `has unknown field(s): ${issue.keys.join(', ')}`;
     }
@@ -44,9 +63,29 @@ export function fieldProblems(error: z.ZodError, prefix?: string): FieldProblem[
   });
 }
 
+/** Returns the path of the first string that contains a NUL character, which Postgres cannot store. */
+function findNulCharacter(value: unknown, path: PropertyKey[] = []): PropertyKey[] | undefined {
+  if (typeof value === 'string') {
+    return value.includes('\u0000') ? path : undefined;
+  }
+  if (value !== null && typeof value === 'object') {
+    for (const [key, item] of Object.entries(value)) {
+      const found = findNulCharacter(item, [...path, Array.isArray(value) ? Number(key) : key]);
+      if (found) {
+        return found;
+      }
+    }
+  }
+  return undefined;
+}
+
 /** Parses a value with a schema or throws a 400 that names each field and the rule it breaks. */
 export function parseOrThrow<T extends z.ZodType>(schema: T, value: unknown, prefix: string): z.output<T> {
-  const result = schema.safeParse(value);
+  const nulPath = findNulCharacter(value);
+  if (nulPath) {
+    throw validationError([{ field: fieldName(prefix, nulPath), rule: 'must not contain NUL characters' }]);
+  }
+  const result = schema.safeParse(value, { reportInput: true });
   if (!result.success) {
     throw validationError(fieldProblems(result.error, prefix));
   }
@@ -73,6 +112,9 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       httpError = new HttpError(400, 'malformed_json', 'The request body is not valid JSON.');
     } else if (parserError.type === 'entity.too.large') {
       httpError = new HttpError(413, 'payload_too_large', 'The request body is too large.');
+    } else if (error instanceof ZodError) {
+      // A schema parsed outside parseOrThrow; still the caller's input, so still a 400.
+      httpError = validationError(fieldProblems(error));
     } else if (parserError.type === 'encoding.unsupported' || parserError.type === 'charset.unsupported') {
       httpError = new HttpError(415, 'unsupported_media_type', 'The request body encoding is not supported; send UTF-8.');
     } else {

@@ -57,7 +57,7 @@ export function decodeCursor(text: string): Cursor | undefined {
     const value: unknown = JSON.parse(Buffer.from(text, 'base64url').toString('utf8'));
     if (Array.isArray(value) && value.length === 2 && value.every((part) => typeof part === 'string')) {
       const [email, membershipId] = value as [string, string];
-      if (UUID_PATTERN.test(membershipId)) {
+      if (UUID_PATTERN.test(membershipId) && !email.includes('\u0000')) {
         return { email, membershipId };
       }
     }

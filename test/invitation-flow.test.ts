@@ -129,7 +129,7 @@ describe('invitation end to end', () => {
 
     const withPassword = await harness.api.post('/v1/invitations/accept').send({ token, password: 'a brand new password' });
     expect(withPassword.status).toBe(400);
-    expect(withPassword.body.error.details).toEqual([expect.objectContaining({ field: 'password' })]);
+    expect(withPassword.body.error.details).toEqual([expect.objectContaining({ field: 'body.password' })]);
 
     const accepted = await harness.api.post('/v1/invitations/accept').send({ token });
     expect(accepted.status).toBe(200);

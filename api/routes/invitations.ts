@@ -27,7 +27,9 @@ export function invitationPagesRouter(db: Knex): Router {
   // GET only reads: mail scanners and a second click must not use the link up.
   router.get('/accept', async (request, response) => {
     noStore(response);
-    const { token } = pageQuerySchema.parse(request.query);
+    // A missing, repeated or malformed token is just another link that does not work.
+    const parsed = pageQuerySchema.safeParse(request.query);
+    const token = parsed.success ? parsed.data.token : undefined;
     const preview = token ? await previewInvitation(db, token) : undefined;
     if (!token || !preview) {
       response.status(410).type('html').send(invalidLinkPage(INVALID_LINK_MESSAGE));

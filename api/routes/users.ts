@@ -22,7 +22,7 @@ async function assertRolesExist(db: Knex, roles: string[]): Promise<void> {
   const unknown = roles.filter((role) => !known.has(role));
   if (unknown.length > 0) {
     throw validationError(
-      unknown.map((role) => ({ field: `body.roles[${roles.indexOf(role)}]`, rule: `is not a known role: "${role}"; see GET /v1/roles` })),
+      unknown.map((role) => ({ field: `body.roles.${roles.indexOf(role)}`, rule: `is not a known role: "${role}"; see GET /v1/roles` })),
     );
   }
 }
@@ -125,6 +125,9 @@ export function usersRouter(db: Knex, invitations: InvitationWorkflows): Router 
     const principal = request.principal!;
     const member = await loadMember(principal.environmentId, request.params.userId as string);
     const invitation = pendingInvitation(member);
+    if (member.roles.includes('administrator') && !isAdministrator(principal)) {
+      throw new HttpError(403, 'forbidden', 'Only an administrator may revoke an invitation that grants the administrator role.');
+    }
     const state = await invitations.revoke(invitation.workflowId, principal.userId);
     if (state.phase !== 'revoked') {
       throw conflict('invitation_not_pending', `The invitation was ${state.phase} before it could be revoked.`);

@@ -47,7 +47,10 @@ function describeType(value: unknown): string {
  * a value of the wrong type.
  */
 export function fieldProblems(error: z.ZodError, prefix?: string): FieldProblem[] {
-  return error.issues.map((issue) => {
+  return error.issues.flatMap((issue) => {
+    if (issue.code === 'unrecognized_keys') {
+      return issue.keys.map((key) => ({ field: fieldName(prefix, [...issue.path, key]), rule: 'is not a known field' }));
+    }
     const field = fieldName(prefix, issue.path);
     let rule = issue.message;
     if (issue.code === 'invalid_type' && issue.input === undefined) {
@@ -56,10 +59,8 @@ export function fieldProblems(error: z.ZodError, prefix?: string): FieldProblem[
       // zod's default wording; a schema's own message (such as "must be a whole number") is kept.
       const article = /^[aeiou]/.test(issue.expected) ? 'an' : 'a';
       rule = `must be ${article} ${issue.expected}, not ${describeType(issue.input)}`;
-    } else if (issue.code === 'unrecognized_keys') {
-      rule = `has unknown field(s): ${issue.keys.join(', ')}`;
     }
-    return { field, rule };
+    return [{ field, rule }];
   });
 }
 

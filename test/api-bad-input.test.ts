@@ -150,7 +150,7 @@ const inviteCases: BadRequestCase[] = [
     payload: json({ email: 'a@example.com', roles, team: 'ops' }),
     status: 400,
     code: 'validation_failed',
-    details: [{ field: 'body', rule: 'has unknown field(s): team' }],
+    details: [{ field: 'body.team', rule: 'is not a known field' }],
   },
   // The key belongs to another account, so the API returns 403 without revealing whether this one exists.
   { name: 'unknown account', payload: json({ email: 'a@example.com', roles }), accountId: 'no-such-account', status: 403, code: 'forbidden', details: null },
@@ -296,7 +296,7 @@ const acceptCases: BadAcceptCase[] = [
   {
     name: 'unknown extra field',
     body: ({ token }) => json({ token, password: 'a long enough password', remember: true }),
-    details: [{ field: 'body', rule: 'has unknown field(s): remember' }],
+    details: [{ field: 'body.remember', rule: 'is not a known field' }],
   },
   { name: 'text/plain body', body: ({ token }) => json({ token, password: 'a long enough password' }), contentType: 'text/plain', status: 415, code: 'unsupported_media_type', details: null },
 ];

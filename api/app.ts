@@ -18,6 +18,7 @@ import type { RouterDependencies } from './routes/dependencies.js';
 import { invitationApiRouter, invitationPagesRouter } from './routes/invitations.js';
 import { memberChangesRouter } from './routes/member-changes.js';
 import { operatorRouter } from './routes/operator.js';
+import { ssoRouter } from './routes/sso.js';
 import { systemRouter } from './routes/system.js';
 import { usersRouter } from './routes/users.js';
 
@@ -81,6 +82,7 @@ export function createApp(dependencies: ApiDependencies): Express {
   app.use('/invitations', tokenRouteLimiter, invitationPagesRouter(db));
   app.use('/v1/invitations', tokenRouteLimiter, invitationApiRouter(db, invitations, logger));
   app.use(accountSettingsRouter(routerDependencies));
+  app.use(ssoRouter(routerDependencies));
   app.use('/v1/auth', authRouter(db, config));
   app.use('/v1/me', meRouter(db, config));
   app.use('/v1/operator', operatorRouter(routerDependencies));

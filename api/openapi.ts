@@ -11,6 +11,7 @@ import {
   memberSchema,
   roleSchema,
 } from './schemas.js';
+import { auditEventSchema, auditQuerySchema } from './routes/audit.js';
 
 const json = (schema: z.ZodType) => ({ content: { 'application/json': { schema } } });
 const failure = (description: string) => ({ description, ...json(errorSchema) });
@@ -20,6 +21,10 @@ const environmentPath = z.object({
   environment: z.string().meta({ description: 'Environment name, for example `sandbox`.' }),
 });
 const memberPath = environmentPath.extend({ userId: z.uuid().meta({ description: 'The member\'s user id.' }) });
+
+const membershipSummarySchema = z
+  .object({ accountId: z.string(), accountName: z.string(), environment: z.string(), status: z.string(), roles: z.array(z.string()) })
+  .meta({ id: 'MembershipSummary' });
 
 const managerFailures: ZodOpenApiResponsesObject = {
   '401': failure('Missing, unknown or revoked API key.'),
@@ -47,7 +52,7 @@ export function buildOpenApiDocument(serverUrl: string) {
     },
     servers: [{ url: serverUrl }],
     components: {
-      securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'An API key: `Authorization: Bearer lc_...`.' } },
+      securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'An API key (`lc_…`), a session token (`ls_…`) or, on /v1/operator routes, an operator key (`lo_…`).' } },
     },
     paths: {
       '/v1/accounts/{accountId}/environments/{environment}/users': {
@@ -106,6 +111,61 @@ export function buildOpenApiDocument(serverUrl: string) {
             '400': failure('Password missing or breaking a rule.'),
             '410': failure('The link was used, replaced, revoked or has expired.'),
             '429': failure('Too many attempts from this address.'),
+          },
+        },
+      },
+      '/v1/accounts/{accountId}/environments/{environment}/audit-events': {
+        get: {
+          summary: 'List audit events',
+          description: 'Every change to memberships and invitations of the environment, newest first.',
+          security: [{ apiKey: [] }],
+          requestParams: { path: environmentPath, query: auditQuerySchema },
+          responses: {
+            '200': {
+              description: 'One page of events.',
+              ...json(z.object({ data: z.array(auditEventSchema), nextCursor: z.string().nullable() })),
+            },
+            '400': failure('Invalid query parameter.'),
+            ...managerFailures,
+          },
+        },
+      },
+      '/v1/auth/login': {
+        post: {
+          summary: 'Sign in with email and password',
+          requestBody: json(z.object({ email: z.string(), password: z.string() })),
+          responses: {
+            '200': {
+              description: 'A session token (shown once), its expiry, and the active memberships.',
+              ...json(
+                z.object({
+                  token: z.string(),
+                  expiresAt: z.iso.datetime(),
+                  idleTimeoutSeconds: z.number().int(),
+                  user: z.object({ id: z.uuid(), email: z.string() }),
+                  memberships: z.array(membershipSummarySchema),
+                }),
+              ),
+            },
+            '401': failure('The email address or password is incorrect; the same answer for an unknown email.'),
+            '403': failure('No active membership.'),
+            '429': failure('Too many attempts for this email or from this address; see Retry-After.'),
+          },
+        },
+      },
+      '/v1/auth/logout': {
+        post: { summary: 'End the current session', security: [{ apiKey: [] }], responses: { '204': { description: 'Signed out.' } } },
+      },
+      '/v1/me': {
+        get: {
+          summary: 'The caller and their memberships',
+          security: [{ apiKey: [] }],
+          responses: {
+            '200': {
+              description: 'Memberships in every account and environment, with roles.',
+              ...json(z.object({ user: z.object({ id: z.uuid(), email: z.string() }), memberships: z.array(membershipSummarySchema) })),
+            },
+            '401': failure('Missing or ended credential.'),
           },
         },
       },

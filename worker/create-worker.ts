@@ -11,6 +11,7 @@ import { createBulkActivities } from '../activities/bulk.js';
 import type { ActivityDependencies } from '../activities/dependencies.js';
 import { createInvitationActivities } from '../activities/invitations.js';
 import { createMemberChangeActivities } from '../activities/member-changes.js';
+import { createSsoActivities } from '../activities/sso.js';
 import type { Config } from '../lib/config.js';
 import type { EmailSender } from '../lib/email/index.js';
 import { deriveKey } from '../lib/secrets.js';
@@ -39,6 +40,7 @@ export function createActivities({ config, db, email, temporal }: Pick<WorkerDep
     ...createMemberChangeActivities(shared),
     ...createAccountSettingsActivities(shared),
     ...createBulkActivities(shared),
+    ...createSsoActivities(shared),
   };
 }
 

@@ -3,3 +3,4 @@ export { invitationWorkflow } from './invitation.js';
 export * from './member-changes.js';
 export * from './account-settings.js';
 export * from './bulk.js';
+export * from './sso.js';

@@ -1,0 +1,2 @@
+// Workflows of this area; see activities/sso.ts for their activities.
+export {};

@@ -78,7 +78,8 @@ describe('audit events', () => {
   });
 
   test('bad query is 400', async () => {
-    for (const query of [{ limit: '0' }, { actor: 'someone' }, { from: 'yesterday' }, { cursor: 'abc' }, { verbose: 'true' }]) {
+    const queries: Record<string, string>[] = [{ limit: '0' }, { actor: 'someone' }, { from: 'yesterday' }, { cursor: 'abc' }, { verbose: 'true' }];
+    for (const query of queries) {
       const response = await auditEvents(query);
       expect(response.status).toBe(400);
       expect(response.body.error.details[0].field).toBe(`query.${Object.keys(query)[0]}`);

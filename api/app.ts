@@ -54,7 +54,16 @@ export function createApp(dependencies: ApiDependencies): Express {
       customLogLevel: (_request, response, error) => (error || response.statusCode >= 500 ? 'error' : 'info'),
     }),
   );
-  app.use(helmet({ referrerPolicy: { policy: 'no-referrer' } }));
+  // Over plain http (local development) an upgrade-insecure-requests policy or HSTS would send
+  // browsers to https://localhost, where nothing listens.
+  const secureOrigin = config.appBaseUrl.startsWith('https://');
+  app.use(
+    helmet({
+      referrerPolicy: { policy: 'no-referrer' },
+      strictTransportSecurity: secureOrigin,
+      contentSecurityPolicy: { directives: { upgradeInsecureRequests: secureOrigin ? [] : null } },
+    }),
+  );
   app.use(express.json({ limit: '100kb', strict: true }));
   app.use(express.urlencoded({ extended: false, limit: '10kb' }));
   app.use((request, _response, next) => {

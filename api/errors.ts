@@ -41,6 +41,50 @@ function describeType(value: unknown): string {
   return Array.isArray(value) ? 'array' : typeof value;
 }
 
+/** zod's own messages start like this; a schema's own message (such as "must be a whole number") is kept. */
+const ZOD_DEFAULT_MESSAGE = /^(Invalid|Too (big|small))/;
+
+function limitRule(issue: { origin?: string; maximum?: unknown; minimum?: unknown }, bound: 'most' | 'least'): string {
+  const limit = String(bound === 'most' ? issue.maximum : issue.minimum);
+  switch (issue.origin) {
+    case 'string':
+      return `must be at ${bound} ${limit} characters`;
+    case 'array':
+    case 'set':
+      return `must contain at ${bound} ${limit} items`;
+    default:
+      return `must be at ${bound} ${limit}`;
+  }
+}
+
+/** States the rule an issue breaks in the API's words: "is required", "must be at most 200". */
+function ruleOf(issue: z.core.$ZodIssue): string {
+  if (issue.code === 'invalid_type' && issue.input === undefined) {
+    return 'is required';
+  }
+  if (!ZOD_DEFAULT_MESSAGE.test(issue.message)) {
+    return issue.message;
+  }
+  switch (issue.code) {
+    case 'invalid_type': {
+      const article = /^[aeiou]/.test(issue.expected) ? 'an' : 'a';
+      return `must be ${article} ${issue.expected}, not ${describeType(issue.input)}`;
+    }
+    case 'invalid_value':
+      return issue.values.length === 1
+        ? `must be ${JSON.stringify(issue.values[0])}`
+        : `must be one of: ${issue.values.map((value) => String(value)).join(', ')}`;
+    case 'too_big':
+      return limitRule(issue, 'most');
+    case 'too_small':
+      return limitRule(issue, 'least');
+    case 'invalid_format':
+      return `must be a valid ${issue.format}`;
+    default:
+      return issue.message;
+  }
+}
+
 /**
  * Turns zod issues into `{ field, rule }` pairs; `prefix` names where the value came from (body, query).
  * The issues must come from a parse with `reportInput: true`, so that a missing value can be told from
@@ -51,16 +95,7 @@ export function fieldProblems(error: z.ZodError, prefix?: string): FieldProblem[
     if (issue.code === 'unrecognized_keys') {
       return issue.keys.map((key) => ({ field: fieldName(prefix, [...issue.path, key]), rule: 'is not a known field' }));
     }
-    const field = fieldName(prefix, issue.path);
-    let rule = issue.message;
-    if (issue.code === 'invalid_type' && issue.input === undefined) {
-      rule = 'is required';
-    } else if (issue.code === 'invalid_type' && issue.message.startsWith('Invalid input')) {
-      // zod's default wording; a schema's own message (such as "must be a whole number") is kept.
-      const article = /^[aeiou]/.test(issue.expected) ? 'an' : 'a';
-      rule = `must be ${article} ${issue.expected}, not ${describeType(issue.input)}`;
-    }
-    return [{ field, rule }];
+    return [{ field: fieldName(prefix, issue.path), rule: ruleOf(issue) }];
   });
 }
 

@@ -44,7 +44,7 @@ export function acceptPage(token: string, preview: InvitationPreview, problem?: 
 ${problem ? `<p class="error" role="alert">${escapeHtml(problem)}</p>` : ''}
 <form method="post" action="/v1/invitations/accept">
 <input type="hidden" name="token" value="${escapeHtml(token)}">
-<input type="hidden" name="username" value="${escapeHtml(preview.email)}" autocomplete="username">
+<input type="hidden" value="${escapeHtml(preview.email)}" autocomplete="username">
 ${passwordFields}
 <button type="submit">Accept invitation</button>
 </form>`,

@@ -65,6 +65,9 @@ describe('invitation end to end', () => {
 
     const result = await handle.result();
     expect(result.outcome).toBe('accepted');
+    // The Temporal Web UI shows these details on the workflow page.
+    const metadata = await handle.query<{ currentDetails: string }>('__temporal_workflow_metadata');
+    expect(metadata.currentDetails).toContain('**accepted**');
 
     const listed = await harness.api.get(`${usersPath()}?status=active&q=${encodeURIComponent(email)}`).set('Authorization', `Bearer ${harness.seed.adminKey}`);
     expect(listed.status).toBe(200);
@@ -160,5 +163,32 @@ describe('invitation end to end', () => {
       return row?.status === 'active' ? row : undefined;
     });
     expect(membership.status).toBe('active');
+  });
+
+  test('page form submits as rendered', async () => {
+    const email = uniqueEmail('browser');
+    expect((await invite(email)).status).toBe(202);
+    await harness.sendgrid.waitFor(() => harness.sendgrid.deliveredTo(email).length === 1);
+    const token = tokenIn(harness.sendgrid.deliveredTo(email)[0]!);
+    const page = await harness.api.get(`/invitations/accept?token=${encodeURIComponent(token)}`);
+
+    // Submit every named field the page renders, as a browser would, with the password typed in.
+    const fields: Record<string, string> = {};
+    for (const [, name, value] of page.text.matchAll(/<input[^>]*\bname="([^"]+)"(?:[^>]*\bvalue="([^"]*)")?/g)) {
+      fields[name!] = value ?? '';
+    }
+    expect(Object.keys(fields).sort()).toEqual(['password', 'token']);
+    fields.password = 'typed into the page';
+
+    const accepted = await harness.api.post('/v1/invitations/accept').type('form').send(fields);
+    expect(accepted.status).toBe(200);
+    expect(accepted.text).toContain('active member');
+  });
+
+  test('page allows form posts over http', async () => {
+    const page = await harness.api.get('/invitations/accept?token=unknown');
+    expect(page.headers['content-security-policy']).not.toContain('upgrade-insecure-requests');
+    expect(page.headers['content-security-policy']).toContain("form-action 'self'");
+    expect(page.headers['strict-transport-security']).toBeUndefined();
   });
 });

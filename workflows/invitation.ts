@@ -288,6 +288,8 @@ export async function invitationWorkflow(input: InvitationWorkflowInput): Promis
     describe();
   }
 
+  // The loop also ends through signals, which do not update the details themselves.
+  describe();
   // An update handler may still be finishing its activity; let it reply before the workflow closes.
   await allHandlersFinished();
   log.info('Invitation settled', { outcome: state.phase, workflowId: workflowInfo().workflowId });

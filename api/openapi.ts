@@ -11,6 +11,7 @@ import {
   memberSchema,
   roleSchema,
 } from './schemas.js';
+import { memberChangePaths, memberChangeSecuritySchemes } from './openapi-member-changes.js';
 import { auditEventSchema, auditQuerySchema } from './routes/audit.js';
 
 const json = (schema: z.ZodType) => ({ content: { 'application/json': { schema } } });
@@ -52,9 +53,13 @@ export function buildOpenApiDocument(serverUrl: string) {
     },
     servers: [{ url: serverUrl }],
     components: {
-      securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'An API key (`lc_…`), a session token (`ls_…`) or, on /v1/operator routes, an operator key (`lo_…`).' } },
+      securitySchemes: {
+        ...memberChangeSecuritySchemes,
+        apiKey: { type: 'http', scheme: 'bearer', description: 'An API key (`lc_…`), a session token (`ls_…`) or, on /v1/operator routes, an operator key (`lo_…`).' },
+      },
     },
     paths: {
+      ...memberChangePaths,
       '/v1/accounts/{accountId}/environments/{environment}/users': {
         post: {
           summary: 'Invite a person',

@@ -9,7 +9,7 @@ import { createAccount, createApiKey, ensureActiveMember, findEnvironment } from
 import { createDatabase, migrateToLatest } from '../db/connection.js';
 import { ConfigError, loadConfig } from '../lib/config.js';
 import { emailSchema, normalizeEmail } from '../lib/email-address.js';
-import { deriveKey } from '../lib/secrets.js';
+import { deriveKey, generateOperatorKey } from '../lib/secrets.js';
 import { loadDatabaseConfig, redactDatabaseUrl } from './database-config.js';
 
 const USAGE = `Usage: npm run admin -- <command> [options]
@@ -36,6 +36,10 @@ Commands:
   create-api-key --account ID --environment ENV --email EMAIL --name NAME
       Create an API key for an active member of the environment. The key is printed once,
       alone on standard output.
+
+  create-operator-key --name NAME
+      Create a platform operator key (lo_...) for the /v1/operator routes, which act on
+      every account. The key is printed once, alone on standard output.
 
   help
       Show this text.
@@ -230,6 +234,18 @@ async function createApiKeyCommand(values: Values): Promise<void> {
   });
 }
 
+async function createOperatorKeyCommand(values: Values): Promise<void> {
+  const name = apiKeyName(values);
+
+  await withDatabase(async (db) => {
+    const { key, prefix, secretHash } = generateOperatorKey();
+    await db('operator_api_keys').insert({ name, prefix, secret_hash: secretHash });
+    note(`Created operator key ${prefix} "${name}". It can deactivate people in every account.`);
+    note('It is shown only this once; store it now.');
+    print(key);
+  });
+}
+
 async function inviteAdministrator(values: Values): Promise<void> {
   const accountId = slug(values, 'account');
   const environment = slug(values, 'environment');
@@ -294,6 +310,7 @@ const COMMANDS: Record<string, Command> = {
   'invite-administrator': { options: MEMBER_OPTIONS, run: inviteAdministrator },
   'add-administrator': { options: MEMBER_OPTIONS, run: addAdministrator },
   'create-api-key': { options: { ...MEMBER_OPTIONS, name: STRING }, run: createApiKeyCommand },
+  'create-operator-key': { options: { name: STRING }, run: createOperatorKeyCommand },
 };
 
 async function main(argv: string[]): Promise<number> {

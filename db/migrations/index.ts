@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 
 import * as core from './001_core.js';
 import * as memberLifecycle from './002_member_lifecycle.js';
+import * as memberChanges from './003_member_changes.js';
 
 /**
  * Migrations listed in code rather than read from a folder, so that the same list runs under tsx,
@@ -10,6 +11,7 @@ import * as memberLifecycle from './002_member_lifecycle.js';
 const MIGRATIONS: Record<string, Knex.Migration> = {
   '001_core': core,
   '002_member_lifecycle': memberLifecycle,
+  '003_member_changes': memberChanges,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

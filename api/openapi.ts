@@ -11,6 +11,7 @@ import {
   memberSchema,
   roleSchema,
 } from './schemas.js';
+import { accountSettingsPaths, accountSettingsSecuritySchemes } from './openapi-account-settings.js';
 import { memberChangePaths, memberChangeSecuritySchemes } from './openapi-member-changes.js';
 import { auditEventSchema, auditQuerySchema } from './routes/audit.js';
 
@@ -55,11 +56,13 @@ export function buildOpenApiDocument(serverUrl: string) {
     components: {
       securitySchemes: {
         ...memberChangeSecuritySchemes,
+        ...accountSettingsSecuritySchemes,
         apiKey: { type: 'http', scheme: 'bearer', description: 'An API key (`lc_…`), a session token (`ls_…`) or, on /v1/operator routes, an operator key (`lo_…`).' },
       },
     },
     paths: {
       ...memberChangePaths,
+      ...accountSettingsPaths,
       '/v1/accounts/{accountId}/environments/{environment}/users': {
         post: {
           summary: 'Invite a person',

@@ -3,6 +3,7 @@ import type { Knex } from 'knex';
 import * as core from './001_core.js';
 import * as memberLifecycle from './002_member_lifecycle.js';
 import * as memberChanges from './003_member_changes.js';
+import * as accountSettings from './004_account_settings.js';
 
 /**
  * Migrations listed in code rather than read from a folder, so that the same list runs under tsx,
@@ -12,6 +13,7 @@ const MIGRATIONS: Record<string, Knex.Migration> = {
   '001_core': core,
   '002_member_lifecycle': memberLifecycle,
   '003_member_changes': memberChanges,
+  '004_account_settings': accountSettings,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -6,6 +6,7 @@ import type { Config } from '../lib/config.js';
 import { hashToken, isOperatorKey, isSessionToken, parseApiKey } from '../lib/secrets.js';
 import type { Caller, Principal } from './context.js';
 import { HttpError } from './errors.js';
+import { readCookie, SESSION_COOKIE } from './sso/cookies.js';
 
 const BEARER = /^Bearer\s+(\S+)$/i;
 
@@ -63,17 +64,36 @@ async function resolveOperatorKey(db: Knex, request: Request, key: string): Prom
   return { kind: 'operator', operatorKeyId: row.id, name: row.name };
 }
 
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
 /**
- * Resolves `Authorization: Bearer <credential>` to the caller. Three kinds are accepted, told apart by
- * their prefix: API keys (`lc_`), session tokens (`ls_`) and operator keys (`lo_`).
+ * Returns the session token from the cookie that SSO sign-in sets, or undefined. A browser sends
+ * cookies with requests that other sites start, so a state-changing request must also come from the
+ * app's own origin: a simple, standard defence against cross-site request forgery.
+ */
+function sessionFromCookie(request: Request, config: Config): string | undefined {
+  const token = readCookie(request, SESSION_COOKIE);
+  if (token === undefined) {
+    return undefined;
+  }
+  if (!SAFE_METHODS.has(request.method) && request.get('origin') !== new URL(config.appBaseUrl).origin) {
+    throw new HttpError(403, 'csrf_failed', 'A request authenticated by the session cookie must come from the application\'s own pages.');
+  }
+  return token;
+}
+
+/**
+ * Resolves the caller from `Authorization: Bearer <credential>`, or from the session cookie that SSO
+ * sign-in sets. Three kinds of credential are accepted, told apart by their prefix: API keys (`lc_`),
+ * session tokens (`ls_`) and operator keys (`lo_`).
  */
 export function authenticate(db: Knex, config: Config): RequestHandler {
   return async (request, _response, next) => {
     const match = BEARER.exec(request.get('authorization') ?? '');
-    if (!match) {
+    const credential = match?.[1] ?? sessionFromCookie(request, config);
+    if (credential === undefined) {
       throw unauthorized('Send an API key or a session token as "Authorization: Bearer <credential>".');
     }
-    const credential = match[1]!;
 
     let caller: Caller;
     if (parseApiKey(credential)) {

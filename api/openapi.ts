@@ -13,6 +13,7 @@ import {
 } from './schemas.js';
 import { accountSettingsPaths, accountSettingsSecuritySchemes } from './openapi-account-settings.js';
 import { memberChangePaths, memberChangeSecuritySchemes } from './openapi-member-changes.js';
+import { ssoOpenApiPaths } from './openapi-sso.js';
 import { auditEventSchema, auditQuerySchema } from './routes/audit.js';
 
 const json = (schema: z.ZodType) => ({ content: { 'application/json': { schema } } });
@@ -63,6 +64,7 @@ export function buildOpenApiDocument(serverUrl: string) {
     paths: {
       ...memberChangePaths,
       ...accountSettingsPaths,
+      ...ssoOpenApiPaths,
       '/v1/accounts/{accountId}/environments/{environment}/users': {
         post: {
           summary: 'Invite a person',

@@ -87,4 +87,20 @@ describe('sessions', () => {
     const response = await harness.api.get(`/v1/accounts/${harness.seed.accountId}/environments/sandbox/users`).set('Authorization', `Bearer ${token}`);
     expect(response.status).toBe(401);
   });
+
+  test('session cookie works from own origin', async () => {
+    const { email } = await memberWithPassword(['customer_viewer']);
+    const { token } = (await login(email, PASSWORD)).body;
+    const cookie = `lc_session=${token}`;
+
+    expect((await harness.api.get('/v1/me').set('Cookie', cookie)).status).toBe(200);
+    const crossSite = await harness.api.post('/v1/auth/logout').set('Cookie', cookie).set('Origin', 'http://elsewhere.example');
+    expect(crossSite.status).toBe(403);
+    expect(crossSite.body.error.code).toBe('csrf_failed');
+    const noOrigin = await harness.api.post('/v1/auth/logout').set('Cookie', cookie);
+    expect(noOrigin.status).toBe(403);
+    const sameOrigin = await harness.api.post('/v1/auth/logout').set('Cookie', cookie).set('Origin', 'http://127.0.0.1:3999');
+    expect(sameOrigin.status).toBe(204);
+    expect((await harness.api.get('/v1/me').set('Cookie', cookie)).status).toBe(401);
+  });
 });

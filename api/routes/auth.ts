@@ -10,6 +10,7 @@ import { randomToken } from '../../lib/secrets.js';
 import { authenticate, requireSession } from '../auth.js';
 import { HttpError, parseOrThrow } from '../errors.js';
 import { createSession } from '../sessions.js';
+import { passwordLoginAllowed } from '../sso/store.js';
 
 const loginSchema = z.strictObject({
   email: z.string().max(254, 'must be at most 254 characters'),
@@ -68,6 +69,10 @@ export function authRouter(db: Knex, config: Config): Router {
     const memberships = await activeMemberships(db, user.id);
     if (memberships.length === 0) {
       throw new HttpError(403, 'no_active_membership', 'This person has no active membership in any account environment.');
+    }
+
+    if (!(await passwordLoginAllowed(db, user.id))) {
+      throw new HttpError(403, 'password_login_disabled', 'Password sign-in is turned off for your account; sign in with single sign-on at /login.');
     }
 
     const session = await createSession(db, config, user.id, { ip: request.ip, userAgent: request.get('user-agent') });

@@ -1,0 +1,135 @@
+import { z } from 'zod';
+
+import { ConfigError } from './config.js';
+import { parseDuration } from './duration.js';
+
+// NOTE: these variables belong in lib/config.ts; they live here until that file takes them over.
+
+function duration(defaultValue: string) {
+  return z
+    .string()
+    .default(defaultValue)
+    .transform((text, context) => {
+      const milliseconds = parseDuration(text);
+      if (milliseconds === undefined || milliseconds <= 0) {
+        context.addIssue({ code: 'custom', message: `must be a positive duration such as 90s, 15m or 7d, got "${text}"` });
+        return z.NEVER;
+      }
+      return milliseconds;
+    });
+}
+
+function booleanFlag(defaultValue: boolean) {
+  // Boolean('false') is true, so the accepted spellings are listed.
+  return z
+    .enum(['true', 'false', '1', '0'])
+    .default(defaultValue ? 'true' : 'false')
+    .transform((text) => text === 'true' || text === '1');
+}
+
+const KEY_ID_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
+
+/** `id:base64key,id:base64key`: the first key encrypts, every key decrypts. */
+const encryptionKeys = z
+  .string()
+  .optional()
+  .transform((text, context) => {
+    if (text === undefined || text.trim() === '') {
+      return [];
+    }
+    const keys: { id: string; key: Buffer }[] = [];
+    for (const entry of text.split(',')) {
+      const separator = entry.indexOf(':');
+      const id = entry.slice(0, separator).trim();
+      const key = Buffer.from(entry.slice(separator + 1).trim(), 'base64');
+      if (separator <= 0 || !KEY_ID_PATTERN.test(id)) {
+        context.addIssue({ code: 'custom', message: 'must be a comma-separated list of id:base64key, with ids of letters, digits, - and _' });
+        return z.NEVER;
+      }
+      if (key.length !== 32) {
+        context.addIssue({ code: 'custom', message: `key "${id}" must be 32 bytes in base64; generate one with \`openssl rand -base64 32\`` });
+        return z.NEVER;
+      }
+      if (keys.some((existing) => existing.id === id)) {
+        context.addIssue({ code: 'custom', message: `key id "${id}" appears twice` });
+        return z.NEVER;
+      }
+      keys.push({ id, key });
+    }
+    return keys;
+  });
+
+const ssoEnvironmentSchema = z
+  .object({
+    NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+    SSO_ENCRYPTION_KEYS: encryptionKeys,
+    OPERATOR_EMAIL: z.email().optional(),
+    SSO_AUTO_APPROVE: booleanFlag(false),
+    SSO_ONBOARDING_TTL: duration('7d'),
+    SSO_ONBOARDING_REMINDER_AFTER: duration('2d'),
+    SSO_LOGIN_STATE_TTL: duration('10m'),
+    SSO_HTTP_TIMEOUT: duration('10s'),
+    SSO_CLOCK_TOLERANCE: duration('60s'),
+    SSO_ALLOW_INSECURE_ISSUERS: booleanFlag(false),
+    SSO_GOOGLE_ISSUER: z.url({ protocol: /^https?$/ }).default('https://accounts.google.com'),
+    SSO_GOOGLE_CLIENT_ID: z.string().min(1).max(255).optional(),
+    SSO_GOOGLE_CLIENT_SECRET: z.string().min(1).max(1000).optional(),
+  })
+  .superRefine((values, context) => {
+    // Loopback and plain-http issuers exist only so tests can run a provider on 127.0.0.1.
+    if (values.SSO_ALLOW_INSECURE_ISSUERS && values.NODE_ENV === 'production') {
+      context.addIssue({ code: 'custom', path: ['SSO_ALLOW_INSECURE_ISSUERS'], message: 'must be false when NODE_ENV=production' });
+    }
+    if (Boolean(values.SSO_GOOGLE_CLIENT_ID) !== Boolean(values.SSO_GOOGLE_CLIENT_SECRET)) {
+      context.addIssue({ code: 'custom', path: ['SSO_GOOGLE_CLIENT_SECRET'], message: 'and SSO_GOOGLE_CLIENT_ID must be set together' });
+    }
+  });
+
+export interface SsoConfig {
+  /** AES-256-GCM keys for client secrets; the first encrypts. Empty when SSO_ENCRYPTION_KEYS is unset. */
+  encryptionKeys: { id: string; key: Buffer }[];
+  /** Address for onboarding notices to operators; without it they are only logged. */
+  operatorEmail: string | undefined;
+  autoApprove: boolean;
+  onboarding: { ttlMs: number; reminderAfterMs: number };
+  loginStateTtlMs: number;
+  /** Limit on every request to an identity provider, in milliseconds. */
+  httpTimeoutMs: number;
+  /** Allowed difference between our clock and the provider's for ID token timestamps, in milliseconds. */
+  clockToleranceMs: number;
+  /** Allows http and loopback issuers; refused when NODE_ENV=production. */
+  allowInsecureIssuers: boolean;
+  google: { issuer: string; clientId: string | undefined; clientSecret: string | undefined };
+}
+
+/**
+ * Reads and validates the SSO variables. Throws a ConfigError that names every invalid variable; all of
+ * them are optional, so a deployment without SSO starts as before.
+ */
+export function loadSsoConfig(env: NodeJS.ProcessEnv = process.env): SsoConfig {
+  const parsed = ssoEnvironmentSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((issue) => `${issue.path.join('.') || '(environment)'} ${issue.message}`));
+  }
+  const values = parsed.data;
+  return {
+    encryptionKeys: values.SSO_ENCRYPTION_KEYS,
+    operatorEmail: values.OPERATOR_EMAIL,
+    autoApprove: values.SSO_AUTO_APPROVE,
+    onboarding: { ttlMs: values.SSO_ONBOARDING_TTL, reminderAfterMs: values.SSO_ONBOARDING_REMINDER_AFTER },
+    loginStateTtlMs: values.SSO_LOGIN_STATE_TTL,
+    httpTimeoutMs: values.SSO_HTTP_TIMEOUT,
+    clockToleranceMs: values.SSO_CLOCK_TOLERANCE,
+    allowInsecureIssuers: values.SSO_ALLOW_INSECURE_ISSUERS,
+    google: {
+      issuer: values.SSO_GOOGLE_ISSUER.replace(/\/+$/, ''),
+      clientId: values.SSO_GOOGLE_CLIENT_ID,
+      clientSecret: values.SSO_GOOGLE_CLIENT_SECRET,
+    },
+  };
+}
+
+/** Returns the sign-in redirect URI a customer registers at their identity provider. */
+export function ssoRedirectUri(appBaseUrl: string): string {
+  return `${appBaseUrl}/v1/auth/sso/callback`;
+}

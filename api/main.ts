@@ -2,12 +2,14 @@ import { Client, Connection } from '@temporalio/client';
 
 import { createDatabase } from '../db/connection.js';
 import { loadConfigOrExit } from '../lib/config.js';
+import { loadSsoConfigOrExit } from '../lib/sso-config.js';
 import { createLogger } from '../lib/logger.js';
 import { createApp } from './app.js';
 
 /** Starts the HTTP API alone, as production runs it; the worker runs in its own process. */
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
+  loadSsoConfigOrExit();
   const logger = createLogger({ level: config.logLevel, name: 'lifecycle-api' });
   const db = createDatabase({ url: config.databaseUrl, poolMax: config.databasePoolMax });
   const connection = await Connection.connect({ address: config.temporal.address });

@@ -133,3 +133,16 @@ export function loadSsoConfig(env: NodeJS.ProcessEnv = process.env): SsoConfig {
 export function ssoRedirectUri(appBaseUrl: string): string {
   return `${appBaseUrl}/v1/auth/sso/callback`;
 }
+
+/** Validates the SSO variables at start-up, or ends the process with a message that names each bad one. */
+export function loadSsoConfigOrExit(): SsoConfig {
+  try {
+    return loadSsoConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(78);
+    }
+    throw error;
+  }
+}

@@ -5,6 +5,7 @@ import { Client, Connection } from '@temporalio/client';
 
 import { createDatabase } from '../db/connection.js';
 import { loadConfigOrExit } from '../lib/config.js';
+import { loadSsoConfigOrExit } from '../lib/sso-config.js';
 import { createEmailSender } from '../lib/email/index.js';
 import { createLogger } from '../lib/logger.js';
 import { connectWorker, createWorker } from './create-worker.js';
@@ -16,6 +17,7 @@ const PREBUILT_BUNDLE = fileURLToPath(new URL('../workflow-bundle.js', import.me
 /** Starts the Temporal worker alone, as production runs it. */
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
+  loadSsoConfigOrExit();
   const logger = createLogger({ level: config.logLevel, name: 'lifecycle-worker' });
   installTemporalRuntime(logger);
   const db = createDatabase({ url: config.databaseUrl, poolMax: config.databasePoolMax });

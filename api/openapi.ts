@@ -12,6 +12,7 @@ import {
   roleSchema,
 } from './schemas.js';
 import { accountSettingsPaths, accountSettingsSecuritySchemes } from './openapi-account-settings.js';
+import { bulkOpenApiPaths } from './openapi-bulk.js';
 import { memberChangePaths, memberChangeSecuritySchemes } from './openapi-member-changes.js';
 import { ssoOpenApiPaths } from './openapi-sso.js';
 import { auditEventSchema, auditQuerySchema } from './routes/audit.js';
@@ -65,6 +66,7 @@ export function buildOpenApiDocument(serverUrl: string) {
       ...memberChangePaths,
       ...accountSettingsPaths,
       ...ssoOpenApiPaths,
+      ...bulkOpenApiPaths,
       '/v1/accounts/{accountId}/environments/{environment}/users': {
         post: {
           summary: 'Invite a person',

@@ -4,6 +4,7 @@ import * as core from './001_core.js';
 import * as memberLifecycle from './002_member_lifecycle.js';
 import * as memberChanges from './003_member_changes.js';
 import * as accountSettings from './004_account_settings.js';
+import * as bulk from './005_bulk.js';
 import * as sso from './006_sso.js';
 
 /**
@@ -15,6 +16,7 @@ const MIGRATIONS: Record<string, Knex.Migration> = {
   '002_member_lifecycle': memberLifecycle,
   '003_member_changes': memberChanges,
   '004_account_settings': accountSettings,
+  '005_bulk': bulk,
   '006_sso': sso,
 };
 

@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto';
 
-import { ApplicationFailure, Context, log } from '@temporalio/activity';
+import { log } from '@temporalio/activity';
 
 import { recordAuditEvent } from '../db/audit.js';
 import { PermanentEmailError, type EmailMessage } from '../lib/email/index.js';
 import { emailChangeConfirmationEmail, emailChangeNoticeEmail, passwordResetEmail } from '../lib/email/templates-account-settings.js';
 import { deriveLinkToken, hashToken, randomSalt } from '../lib/secrets.js';
 import type { ActivityDependencies } from './dependencies.js';
+import { currentWorkflow, reject } from './support.js';
 
 /** Values of the `email_change_status` type. */
 export type EmailChangeStatus = 'pending' | 'confirmed' | 'expired' | 'failed' | 'cancelled' | 'superseded';
@@ -33,18 +34,6 @@ export interface SendPasswordResetEmailInput {
   /** Names the request within the workflow; one link and one email per step, whatever the retries. */
   step: string;
   expiresAt: string;
-}
-
-function reject(type: string, message: string): ApplicationFailure {
-  return ApplicationFailure.create({ type, message, nonRetryable: true });
-}
-
-function currentWorkflow(): { workflowId: string; runId: string } {
-  const execution = Context.current().info.workflowExecution;
-  if (!execution) {
-    throw reject(AccountSettingsRejection.notInWorkflow, 'Account settings activities must run inside their workflows.');
-  }
-  return { workflowId: execution.workflowId, runId: execution.runId };
 }
 
 /** Builds the email-change and password-reset activities around their dependencies; the worker calls this once. */

@@ -11,6 +11,7 @@ import type { BatchCounts, BatchRowStatus } from '../workflows/bulk.js';
 import { invitationStateQuery, invitationWorkflow } from '../workflows/invitation.js';
 import type { ActivityDependencies } from './dependencies.js';
 import { InvitationRejection } from './invitations.js';
+import { currentWorkflow, reject } from './support.js';
 
 /** One invitation of a group, as the group workflow and the API report it. */
 export interface RecordedGroupInvitation {
@@ -53,18 +54,6 @@ const ROW_REASONS = {
   deactivated: 'This person is a deactivated member of this environment; reactivate the membership instead of inviting again.',
   pending: 'This person already has a pending invitation to this environment.',
 } as const;
-
-function reject(type: string, message: string): ApplicationFailure {
-  return ApplicationFailure.create({ type, message, nonRetryable: true });
-}
-
-function currentWorkflow(): { workflowId: string; runId: string } {
-  const execution = Context.current().info.workflowExecution;
-  if (!execution) {
-    throw reject('NotInWorkflow', 'Bulk activities must run inside a workflow.');
-  }
-  return { workflowId: execution.workflowId, runId: execution.runId };
-}
 
 function sleep(milliseconds: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, milliseconds));

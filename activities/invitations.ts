@@ -1,4 +1,4 @@
-import { ApplicationFailure, Context, log } from '@temporalio/activity';
+import { log } from '@temporalio/activity';
 import type { Knex } from 'knex';
 
 import { recordAuditEvent } from '../db/audit.js';
@@ -6,6 +6,7 @@ import { normalizeEmail } from '../lib/email-address.js';
 import { PermanentEmailError, type EmailSender } from '../lib/email/index.js';
 import { invitationEmail, type InvitationEmailKind } from '../lib/email/templates.js';
 import { deriveLinkToken, hashToken, randomSalt } from '../lib/secrets.js';
+import { currentWorkflow, reject, UNIQUE_VIOLATION } from './support.js';
 
 /** Invitation statuses after the invitation has ended. */
 export type SettledInvitationStatus = 'accepted' | 'expired' | 'revoked';
@@ -57,20 +58,6 @@ export const InvitationRejection = {
   notFound: 'InvitationNotFound',
   emailRejected: 'EmailRejected',
 } as const;
-
-const UNIQUE_VIOLATION = '23505';
-
-function reject(type: string, message: string): ApplicationFailure {
-  return ApplicationFailure.create({ type, message, nonRetryable: true });
-}
-
-function currentWorkflow(): { workflowId: string; runId: string } {
-  const execution = Context.current().info.workflowExecution;
-  if (!execution) {
-    throw reject('NotInWorkflow', 'Invitation activities must run inside an invitation workflow.');
-  }
-  return { workflowId: execution.workflowId, runId: execution.runId };
-}
 
 /** Builds the invitation activities around their dependencies; the worker calls this once. */
 export function createInvitationActivities({ db, email, tokenKey, appBaseUrl }: InvitationDependencies) {

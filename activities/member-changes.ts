@@ -1,4 +1,4 @@
-import { ApplicationFailure, Context, log } from '@temporalio/activity';
+import { Context, log } from '@temporalio/activity';
 import type { Knex } from 'knex';
 
 import { HttpError } from '../api/errors.js';
@@ -9,6 +9,7 @@ import { PermanentEmailError } from '../lib/email/index.js';
 import { memberNoticeEmail, type MemberNoticeInput, type NoticePlace } from '../lib/email/templates-member-changes.js';
 import { deriveKey } from '../lib/secrets.js';
 import type { ActivityDependencies } from './dependencies.js';
+import { reject } from './support.js';
 
 /** The actor of a change: a member of the environment, or a platform operator acting for support. */
 export type MemberChangeActor = { type: 'user'; userId: string } | { type: 'operator'; operatorKeyId: string };
@@ -137,10 +138,6 @@ export interface EndSessionsInput {
 const ADMINISTRATOR = 'administrator';
 const MANAGER_ROLES = ['administrator', 'user_administrator'];
 const FOREIGN_KEY_VIOLATION = '23503';
-
-function reject(type: string, message: string): ApplicationFailure {
-  return ApplicationFailure.create({ type, message, nonRetryable: true });
-}
 
 function currentRun(): { workflowId: string; runId: string } {
   const execution = Context.current().info.workflowExecution;

@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto';
 
-import { ApplicationFailure, Context, log } from '@temporalio/activity';
+import { log } from '@temporalio/activity';
 import { recordAuditEvent } from '../db/audit.js';
 import { PermanentEmailError } from '../lib/email/index.js';
 import { ssoApprovalRequestEmail, ssoOnboardingEmail } from '../lib/email/templates-sso.js';
 import { deriveKey, deriveLinkToken, hashToken, randomSalt } from '../lib/secrets.js';
 import { loadSsoConfig } from '../lib/sso-config.js';
 import type { ActivityDependencies } from './dependencies.js';
+import { currentWorkflow, reject, UNIQUE_VIOLATION } from './support.js';
 
 /** The person, operator or system that started or changed an onboarding; never a credential. */
 export interface SsoActor {
@@ -39,20 +40,6 @@ export const SsoRejection = {
   notTested: 'SsoConnectionNotTested',
   emailRejected: 'EmailRejected',
 } as const;
-
-const UNIQUE_VIOLATION = '23505';
-
-function reject(type: string, message: string): ApplicationFailure {
-  return ApplicationFailure.create({ type, message, nonRetryable: true });
-}
-
-function currentWorkflow(): { workflowId: string; runId: string } {
-  const execution = Context.current().info.workflowExecution;
-  if (!execution) {
-    throw reject('NotInWorkflow', 'SSO activities must run inside an SSO onboarding workflow.');
-  }
-  return { workflowId: execution.workflowId, runId: execution.runId };
-}
 
 /** Builds the self-service link of an onboarding; the API derives the same token to check it. */
 export function ssoOnboardingLink(appBaseUrl: string, tokenKey: Buffer, onboardingId: string, salt: Buffer): string {

@@ -1,33 +1,8 @@
 import { PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH } from '../lib/passwords.js';
+import { escapeHtml, layout as page } from './pages.js';
 
 // The pages behind the email-change and password-reset links. Every value that reaches the HTML goes
 // through escapeHtml. Rendering a page changes nothing; only the forms' POSTs do.
-
-function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (character) => `&#${character.charCodeAt(0)};`);
-}
-
-// NOTE: this is a small page frame of its own. Once api/pages.ts exports its layout, these pages should
-// use it, so that every link page looks the same.
-function page(title: string, body: string): string {
-  const style = 'body{font-family:system-ui,sans-serif;max-width:30rem;margin:3rem auto;padding:0 1rem}' +
-    'input,button{font-size:1rem;padding:0.5rem;margin-top:0.5rem}input[type=password]{width:100%;box-sizing:border-box}' +
-    '.error{color:#b42318}.hint{color:#59636e}';
-  return [
-    '<!doctype html>',
-    '<html lang="en">',
-    '<head>',
-    '<meta charset="utf-8">',
-    '<meta name="viewport" content="width=device-width, initial-scale=1">',
-    '<meta name="robots" content="noindex">',
-    `<title>${escapeHtml(title)} · Lifecycle</title>`,
-    `<style>${style}</style>`,
-    '</head>',
-    `<body>\n${body}\n</body>`,
-    '</html>',
-    '',
-  ].join('\n');
-}
 
 function problemParagraph(problem: string | undefined): string {
   return problem ? `<p class="error" role="alert">${escapeHtml(problem)}</p>` : '';

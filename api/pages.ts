@@ -1,11 +1,13 @@
 import { PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH } from '../lib/passwords.js';
 import type { InvitationPreview } from './acceptance.js';
 
-function escapeHtml(text: string): string {
+/** Escapes text for HTML element content and quoted attribute values. */
+export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (character) => `&#${character.charCodeAt(0)};`);
 }
 
-function layout(title: string, body: string): string {
+/** Wraps a page body in the frame every page of the app shares. */
+export function layout(title: string, body: string): string {
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -14,12 +16,15 @@ function layout(title: string, body: string): string {
 <meta name="robots" content="noindex">
 <title>${escapeHtml(title)} · Lifecycle</title>
 <style>
-  body { font-family: system-ui, sans-serif; max-width: 28rem; margin: 4rem auto; padding: 0 1rem; color: #1f2328; }
+  body { font-family: system-ui, sans-serif; max-width: 36rem; margin: 3rem auto; padding: 0 1rem; color: #1f2328; }
   label { display: block; margin-top: 1rem; font-weight: 600; }
   input { width: 100%; box-sizing: border-box; padding: 0.5rem; margin-top: 0.25rem; font-size: 1rem; }
-  button { margin-top: 1.5rem; padding: 0.6rem 1.2rem; font-size: 1rem; }
+  button, .button { display: inline-block; margin-top: 1rem; padding: 0.6rem 1.2rem; font-size: 1rem; }
+  code { background: #f6f8fa; padding: 0.1rem 0.3rem; word-break: break-all; }
   .hint { color: #59636e; font-size: 0.9rem; }
   .error { color: #b42318; }
+  .ok { color: #1a7f37; }
+  section { border-top: 1px solid #d1d9e0; margin-top: 2rem; }
 </style>
 </head>
 <body>

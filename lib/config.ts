@@ -2,7 +2,8 @@ import { z } from 'zod';
 
 import { parseDuration } from './duration.js';
 
-function duration(defaultValue: string) {
+/** A duration variable such as `90s` or `7d`, read as milliseconds. */
+export function duration(defaultValue: string) {
   return z
     .string()
     .default(defaultValue)
@@ -16,7 +17,8 @@ function duration(defaultValue: string) {
     });
 }
 
-function booleanFlag(defaultValue: boolean) {
+/** A true/false variable. */
+export function booleanFlag(defaultValue: boolean) {
   // Boolean('false') is true, so the accepted spellings are listed.
   return z
     .enum(['true', 'false', '1', '0'])

@@ -1,31 +1,8 @@
 import { z } from 'zod';
 
-import { ConfigError } from './config.js';
-import { parseDuration } from './duration.js';
+import { booleanFlag, ConfigError, duration } from './config.js';
 
 // NOTE: these variables belong in lib/config.ts; they live here until that file takes them over.
-
-function duration(defaultValue: string) {
-  return z
-    .string()
-    .default(defaultValue)
-    .transform((text, context) => {
-      const milliseconds = parseDuration(text);
-      if (milliseconds === undefined || milliseconds <= 0) {
-        context.addIssue({ code: 'custom', message: `must be a positive duration such as 90s, 15m or 7d, got "${text}"` });
-        return z.NEVER;
-      }
-      return milliseconds;
-    });
-}
-
-function booleanFlag(defaultValue: boolean) {
-  // Boolean('false') is true, so the accepted spellings are listed.
-  return z
-    .enum(['true', 'false', '1', '0'])
-    .default(defaultValue ? 'true' : 'false')
-    .transform((text) => text === 'true' || text === '1');
-}
 
 const KEY_ID_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
 

@@ -1,35 +1,5 @@
+import { escapeHtml, layout } from '../pages.js';
 import type { OnboardingView } from './store.js';
-
-function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (character) => `&#${character.charCodeAt(0)};`);
-}
-
-function layout(title: string, body: string): string {
-  return `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex">
-<title>${escapeHtml(title)} · Lifecycle</title>
-<style>
-  body { font-family: system-ui, sans-serif; max-width: 36rem; margin: 3rem auto; padding: 0 1rem; color: #1f2328; }
-  label { display: block; margin-top: 1rem; font-weight: 600; }
-  input { width: 100%; box-sizing: border-box; padding: 0.5rem; margin-top: 0.25rem; font-size: 1rem; }
-  button, .button { display: inline-block; margin-top: 1rem; padding: 0.6rem 1.2rem; font-size: 1rem; }
-  code { background: #f6f8fa; padding: 0.1rem 0.3rem; word-break: break-all; }
-  .hint { color: #59636e; font-size: 0.9rem; }
-  .error { color: #b42318; }
-  .ok { color: #1a7f37; }
-  section { border-top: 1px solid #d1d9e0; margin-top: 2rem; }
-</style>
-</head>
-<body>
-${body}
-</body>
-</html>
-`;
-}
 
 function hidden(name: string, value: string): string {
   return `<input type="hidden" name="${name}" value="${escapeHtml(value)}">`;

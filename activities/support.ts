@@ -3,12 +3,12 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 /** Postgres error code of a unique-constraint violation. */
 export const UNIQUE_VIOLATION = '23505';
 
-/** A failure that no retry can fix, with a stable type that workflows and the API can match. */
+/** Creates a failure that no retry can fix, with a stable type that workflows and the API can match. */
 export function reject(type: string, message: string): ApplicationFailure {
   return ApplicationFailure.create({ type, message, nonRetryable: true });
 }
 
-/** The workflow execution that scheduled the current activity. */
+/** Returns the workflow execution that scheduled the current activity. */
 export function currentWorkflow(): { workflowId: string; runId: string } {
   const execution = Context.current().info.workflowExecution;
   if (!execution) {

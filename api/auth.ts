@@ -84,7 +84,7 @@ function sessionFromCookie(request: Request, config: Config): string | undefined
 
 /**
  * Resolves the caller from `Authorization: Bearer <credential>`, or from the session cookie that SSO
- * sign-in sets. Three kinds of credential are accepted, told apart by their prefix: API keys (`lc_`),
+ * sign-in sets. Three kinds of credential are accepted, distinguished by their prefix: API keys (`lc_`),
  * session tokens (`ls_`) and operator keys (`lo_`).
  */
 export function authenticate(db: Knex, config: Config): RequestHandler {

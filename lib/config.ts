@@ -2,7 +2,7 @@ import { z } from 'zod';
 
 import { parseDuration } from './duration.js';
 
-/** A duration variable such as `90s` or `7d`, read as milliseconds. */
+/** Parses a duration variable such as `90s` or `7d` into milliseconds. */
 export function duration(defaultValue: string) {
   return z
     .string()
@@ -17,7 +17,7 @@ export function duration(defaultValue: string) {
     });
 }
 
-/** A true/false variable. */
+/** Parses a true/false variable. */
 export function booleanFlag(defaultValue: boolean) {
   // Boolean('false') is true, so the accepted spellings are listed.
   return z

@@ -1,4 +1,5 @@
 import { Context, log } from '@temporalio/activity';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
 import type { Knex } from 'knex';
 
 import { HttpError } from '../api/errors.js';
@@ -8,6 +9,7 @@ import { recordAuditEvent } from '../db/audit.js';
 import { PermanentEmailError } from '../lib/email/index.js';
 import { memberNoticeEmail, type MemberNoticeInput, type NoticePlace } from '../lib/email/templates-member-changes.js';
 import { deriveKey } from '../lib/secrets.js';
+import { cancelSsoOnboardingUpdate } from '../workflows/sso.js';
 import type { ActivityDependencies } from './dependencies.js';
 import { reject } from './support.js';
 
@@ -78,6 +80,8 @@ export interface DeactivationResult {
   impact: DeactivationImpact;
   /** Invitations this deactivation revoked; the workflow then signals each invitation workflow. */
   endedInvitations: EndedInvitation[];
+  /** Open SSO onboarding workflows the member started in the account; the workflow then cancels them. */
+  ssoOnboardingWorkflowIds?: string[];
 }
 
 export interface ReactivateInput extends MemberTarget {
@@ -253,6 +257,18 @@ async function openSessionCount(db: Knex | Knex.Transaction, userId: string, idl
   return Number(row?.count ?? 0);
 }
 
+/**
+ * Returns the workflow ids of the open SSO onboardings the person started in the account of the
+ * environment. Deactivation stops them, because the person no longer manages that account there.
+ */
+async function openSsoOnboardingsStartedBy(db: Knex | Knex.Transaction, userId: string, environmentId: string): Promise<string[]> {
+  return db('sso_onboardings')
+    .join('environments', 'environments.account_id', 'sso_onboardings.account_id')
+    .where({ 'environments.id': environmentId, 'sso_onboardings.started_by_user_id': userId })
+    .whereIn('sso_onboardings.status', ['pending', 'awaiting_approval'])
+    .pluck('sso_onboardings.workflow_id');
+}
+
 /** Returns what deactivating the membership would stop, changing nothing; the preview route uses it. */
 export async function previewDeactivationImpact(
   db: Knex,
@@ -268,8 +284,7 @@ export async function previewDeactivationImpact(
     sessions: await openSessionCount(db, membership.userId, idleTimeoutMs),
     apiKeys: Number(apiKeys?.count ?? 0),
     pendingInvitations: Number(invitations?.count ?? 0),
-    // NOTE: SSO onboardings a member started are neither counted nor stopped yet, so this is always 0.
-    ssoOnboardings: 0,
+    ssoOnboardings: (await openSsoOnboardingsStartedBy(db, membership.userId, membership.environmentId)).length,
   };
 }
 
@@ -369,6 +384,7 @@ export function createMemberChangeActivities({ config, db, email, temporal }: Ac
           statusBefore: earlier.statusBefore as DeactivationResult['statusBefore'],
           impact: earlier.impact as DeactivationImpact,
           endedInvitations: ended.map((row) => ({ invitationId: row.id, workflowId: row.workflow_id, runId: row.workflow_run_id })),
+          ssoOnboardingWorkflowIds: (earlier.ssoOnboardingWorkflowIds as string[] | undefined) ?? [],
         };
       }
 
@@ -401,7 +417,13 @@ export function createMemberChangeActivities({ config, db, email, temporal }: Ac
         .where({ membership_id: membership.id, status: 'pending' })
         .update({ status: 'revoked', token_hash: null, ended_at: trx.fn.now() })
         .returning(['id', 'workflow_id', 'workflow_run_id']);
-      const impact: DeactivationImpact = { sessions, apiKeys, pendingInvitations: revoked.length, ssoOnboardings: 0 };
+      const ssoOnboardingWorkflowIds = await openSsoOnboardingsStartedBy(trx, input.userId, input.environmentId);
+      const impact: DeactivationImpact = {
+        sessions,
+        apiKeys,
+        pendingInvitations: revoked.length,
+        ssoOnboardings: ssoOnboardingWorkflowIds.length,
+      };
 
       await trx('memberships')
         .where({ id: membership.id })
@@ -426,6 +448,7 @@ export function createMemberChangeActivities({ config, db, email, temporal }: Ac
           roles,
           impact,
           revokedInvitationIds: revoked.map((row) => row.id),
+          ssoOnboardingWorkflowIds,
           ...(input.reason ? { reason: input.reason } : {}),
           ...actorDetails(input.actor),
         },
@@ -437,6 +460,7 @@ export function createMemberChangeActivities({ config, db, email, temporal }: Ac
         statusBefore: membership.status,
         impact,
         endedInvitations: revoked.map((row) => ({ invitationId: row.id, workflowId: row.workflow_id, runId: row.workflow_run_id })),
+        ssoOnboardingWorkflowIds,
       };
     });
   }
@@ -697,9 +721,33 @@ export function createMemberChangeActivities({ config, db, email, temporal }: Ac
     return { status: 'sent' };
   }
 
+  /**
+   * Cancels SSO onboardings through their workflows' cancel update. One that ended meanwhile, or was
+   * already approved, is left as it is, so running this twice changes nothing more.
+   */
+  async function cancelSsoOnboardings(input: { workflowIds: string[]; actor: MemberChangeActor }): Promise<{ cancelled: number }> {
+    let cancelled = 0;
+    for (const workflowId of input.workflowIds) {
+      try {
+        const state = await temporal.workflow.getHandle(workflowId).executeUpdate(cancelSsoOnboardingUpdate, {
+          args: [{ actor: { type: 'system', userId: null } }],
+        });
+        cancelled += state.phase === 'cancelled' ? 1 : 0;
+      } catch (error) {
+        if (error instanceof WorkflowUpdateFailedError || error instanceof WorkflowNotFoundError) {
+          log.info('SSO onboarding not cancelled; it has ended or cannot be cancelled', { ssoWorkflowId: workflowId, error: String(error) });
+          continue;
+        }
+        throw error;
+      }
+    }
+    return { cancelled };
+  }
+
   return {
     changeMemberRoles,
     deactivateMembership,
+    cancelSsoOnboardings,
     reactivateMembership,
     startReactivationInvitation,
     listMembershipsToDeactivate,

@@ -106,6 +106,7 @@ export function createSsoActivities({ config, db, email }: ActivityDependencies)
           workflow_id: workflowId,
           workflow_run_id: runId,
           started_by: input.startedBy.type,
+          started_by_user_id: input.startedBy.userId,
         });
       } catch (error) {
         if ((error as { code?: string }).code === UNIQUE_VIOLATION) {

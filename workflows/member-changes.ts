@@ -9,6 +9,7 @@ import {
   executeChild,
   getExternalWorkflowHandle,
   log,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -282,6 +283,11 @@ export async function deactivationWorkflow(input: DeactivationWorkflowInput): Pr
       });
       for (const invitation of deactivated.endedInvitations) {
         await signalInvitationEnded(invitation.workflowId, invitation.runId);
+      }
+      // Workflows recorded before this step existed replay without it.
+      const ssoOnboardings = deactivated.ssoOnboardingWorkflowIds ?? [];
+      if (patched('cancel-sso-onboardings') && ssoOnboardings.length > 0) {
+        await changes.cancelSsoOnboardings({ workflowIds: ssoOnboardings, actor: input.actor });
       }
       return deactivated;
     },

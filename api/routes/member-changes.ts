@@ -48,7 +48,7 @@ export const deactivationImpactSchema = z
     sessions: z.number().int().meta({ description: 'Open sessions of the person; they stop working in this environment at once.' }),
     apiKeys: z.number().int().meta({ description: 'API keys of the person for this environment; they are revoked.' }),
     pendingInvitations: z.number().int().meta({ description: 'Pending invitations; they are revoked and their links stop working.' }),
-    ssoOnboardings: z.number().int().meta({ description: 'SSO onboardings the member started. Always 0: they are not counted yet.' }),
+    ssoOnboardings: z.number().int().meta({ description: 'Open SSO onboardings the member started in the account; deactivation cancels them.' }),
   })
   .meta({ id: 'DeactivationImpact' });
 

@@ -6,6 +6,7 @@ import * as memberChanges from './003_member_changes.js';
 import * as accountSettings from './004_account_settings.js';
 import * as bulk from './005_bulk.js';
 import * as sso from './006_sso.js';
+import * as ssoOnboardingStarter from './007_sso_onboarding_starter.js';
 
 /**
  * Migrations listed in code rather than read from a folder, so that the same list runs under tsx,
@@ -18,6 +19,7 @@ const MIGRATIONS: Record<string, Knex.Migration> = {
   '004_account_settings': accountSettings,
   '005_bulk': bulk,
   '006_sso': sso,
+  '007_sso_onboarding_starter': ssoOnboardingStarter,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 
 import type { Knex } from 'knex';
@@ -5,6 +6,7 @@ import type { Logger } from 'pino';
 
 import { createAccount, createApiKey, ensureActiveMember, findEnvironment } from '../db/bootstrap.js';
 import { normalizeEmail } from '../lib/email-address.js';
+import { hashPassword, passwordProblem } from '../lib/passwords.js';
 import { parseApiKey } from '../lib/secrets.js';
 
 /** The demo tenant the dev command creates, so that the README walk-through works on a fresh machine. */
@@ -119,4 +121,24 @@ export async function seedDemoAccount(
     });
   }
   return keys;
+}
+
+/**
+ * Gives the demo administrator a password the first time, so that a session token (POST /v1/auth/login)
+ * is at hand for the routes that need one. The password is DEV_ADMIN_PASSWORD when set, else generated
+ * and kept in `passwordFile` (mode 0600); a password changed later through the API is left alone.
+ */
+export async function ensureDemoPassword(db: Knex, options: { passwordFile: string; presetPassword?: string }): Promise<string> {
+  const password = options.presetPassword ?? readKeyFile(options.passwordFile) ?? randomBytes(12).toString('base64url');
+  const problem = passwordProblem(password, DEMO_ADMIN_EMAIL);
+  if (problem) {
+    throw new Error(`DEV_ADMIN_PASSWORD ${problem}.`);
+  }
+  writeFileSync(options.passwordFile, `${password}\n`, { mode: 0o600 });
+
+  const user = await db('users').where({ email_normalized: normalizeEmail(DEMO_ADMIN_EMAIL) }).first('id', 'password_hash');
+  if (user && user.password_hash === null) {
+    await db('users').where({ id: user.id }).update({ password_hash: await hashPassword(password), updated_at: db.fn.now() });
+  }
+  return password;
 }

@@ -15,7 +15,7 @@ import { createLogger, type Logger } from '../lib/logger.js';
 import { connectWorker, createWorker } from '../worker/create-worker.js';
 import { installTemporalRuntime } from '../worker/temporal-logger.js';
 import { redactDatabaseUrl } from './database-config.js';
-import { DEMO_ACCOUNT, DEMO_ADMIN_EMAIL, seedDemoAccount, type DemoEnvironment } from './dev-seed.js';
+import { DEMO_ACCOUNT, DEMO_ADMIN_EMAIL, ensureDemoPassword, seedDemoAccount, type DemoEnvironment } from './dev-seed.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
 import { findOrBuildTemporalCli } from './temporal-cli.js';
 import { startCliDevServer, startDownloadedDevServer, type TemporalDevServer } from './temporal-dev-server.js';
@@ -35,6 +35,7 @@ const DATA_FILES = {
   appSecret: join(DATA_DIR, 'app-secret'),
   sandboxKey: join(DATA_DIR, 'dev-admin-api-key'),
   productionKey: join(DATA_DIR, 'dev-admin-api-key-production'),
+  adminPassword: join(DATA_DIR, 'dev-admin-password'),
   postgres: join(DATA_DIR, 'postgres'),
   temporalDb: join(DATA_DIR, 'temporal.sqlite'),
   temporalLog: join(DATA_DIR, 'temporal-server.log'),
@@ -173,6 +174,7 @@ function printSummary(
     embeddedPostgres: boolean;
     temporalUiUrl: string | undefined;
     keys: Record<DemoEnvironment, string>;
+    adminPassword: string;
   },
 ): void {
   const { config, keys } = input;
@@ -195,6 +197,7 @@ function printSummary(
     `  Demo account "${DEMO_ACCOUNT.id}", administrator ${DEMO_ADMIN_EMAIL}`,
     `  API key, sandbox     ${keys.sandbox}`,
     `  API key, production  ${keys.production}`,
+    `  Password             ${input.adminPassword} (for POST /v1/auth/login; kept in .data/dev-admin-password)`,
     '',
     '  Invite someone to the sandbox (README.md walks through the whole invitation):',
     `    curl -s -X POST ${apiUrl}/v1/accounts/${DEMO_ACCOUNT.id}/environments/sandbox/users \\`,
@@ -288,6 +291,10 @@ async function main(): Promise<void> {
       ...(process.env.DEV_ADMIN_API_KEY ? { sandboxPresetKey: process.env.DEV_ADMIN_API_KEY.trim() } : {}),
       logger,
     });
+    const adminPassword = await ensureDemoPassword(db, {
+      passwordFile: DATA_FILES.adminPassword,
+      ...(process.env.DEV_ADMIN_PASSWORD ? { presetPassword: process.env.DEV_ADMIN_PASSWORD } : {}),
+    });
 
     const clientConnection = await Connection.connect({ address: config.temporal.address });
     stopSteps.add('Temporal client connection', 5_000, () => clientConnection.close());
@@ -318,7 +325,7 @@ async function main(): Promise<void> {
     stopSteps.add('HTTP server', 10_000, () => closeServer(server));
     logger.info({ port: config.port, host: LOOPBACK }, 'API listening');
 
-    printSummary(logger, { config, databaseUrl: config.databaseUrl, embeddedPostgres, temporalUiUrl, keys });
+    printSummary(logger, { config, databaseUrl: config.databaseUrl, embeddedPostgres, temporalUiUrl, keys, adminPassword });
   } catch (error) {
     logger.error({ err: error }, 'the dev stack failed to start');
     await stop('start-up failed', 1);

@@ -103,4 +103,26 @@ describe('sessions', () => {
     expect(sameOrigin.status).toBe(204);
     expect((await harness.api.get('/v1/me').set('Cookie', cookie)).status).toBe(401);
   });
+
+  test('login form sets session cookie', async () => {
+    const { email } = await memberWithPassword(['customer_viewer']);
+    const form = harness.api.post('/v1/auth/login').type('form');
+
+    const signedIn = await form.set('Origin', 'http://127.0.0.1:3999').send({ email, password: PASSWORD });
+    expect(signedIn.status).toBe(200);
+    expect(signedIn.text).toContain(`signed in as ${email}`);
+    const cookie = (signedIn.headers['set-cookie'] as unknown as string[]).find((line) => line.startsWith('lc_session='))!;
+    expect(cookie).toMatch(/HttpOnly/);
+    expect(cookie).toMatch(/SameSite=Lax/);
+    expect((await harness.api.get('/v1/me').set('Cookie', cookie.split(';')[0]!)).status).toBe(200);
+
+    const wrong = await harness.api.post('/v1/auth/login').type('form').set('Origin', 'http://127.0.0.1:3999').send({ email, password: 'not the password' });
+    expect(wrong.status).toBe(401);
+    expect(wrong.headers['content-type']).toContain('text/html');
+    expect(wrong.text).toContain('incorrect');
+
+    const crossSite = await harness.api.post('/v1/auth/login').type('form').set('Origin', 'http://elsewhere.example').send({ email, password: PASSWORD });
+    expect(crossSite.status).toBe(403);
+    expect(crossSite.headers['set-cookie']).toBeUndefined();
+  });
 });

@@ -10,6 +10,8 @@ import { randomToken } from '../../lib/secrets.js';
 import { authenticate, requireSession } from '../auth.js';
 import { HttpError, parseOrThrow } from '../errors.js';
 import { createSession } from '../sessions.js';
+import { cookieOptions, SESSION_COOKIE } from '../sso/cookies.js';
+import { loginPage, messagePage } from '../sso/pages.js';
 import { passwordLoginAllowed } from '../sso/store.js';
 
 const loginSchema = z.strictObject({
@@ -57,6 +59,36 @@ export function authRouter(db: Knex, config: Config): Router {
   const decoyHash = hashPassword(randomToken());
 
   router.post('/login', ...loginLimiters(config), async (request, response) => {
+    // The password form of the /login page posts here; it gets the session as a cookie and a page back.
+    const fromForm = request.is('application/x-www-form-urlencoded') === 'application/x-www-form-urlencoded';
+    try {
+      if (fromForm && request.get('origin') !== new URL(config.appBaseUrl).origin) {
+        throw new HttpError(403, 'csrf_failed', 'Sign in from the sign-in page of this application.');
+      }
+      const { user, session, memberships } = await signIn(request);
+      if (fromForm) {
+        response.cookie(SESSION_COOKIE, session.token, cookieOptions(config, '/', config.session.absoluteTimeoutMs));
+        response.type('html').send(messagePage('Signed in', `You are signed in as ${user.email}.`));
+        return;
+      }
+      response.json({
+        token: session.token,
+        expiresAt: session.expiresAt.toISOString(),
+        idleTimeoutSeconds: Math.floor(config.session.idleTimeoutMs / 1000),
+        user: { id: user.id, email: user.email },
+        memberships,
+      });
+    } catch (error) {
+      if (!fromForm || !(error instanceof HttpError)) {
+        throw error;
+      }
+      const email = typeof request.body?.email === 'string' ? request.body.email : undefined;
+      response.status(error.status).type('html').send(loginPage({ ...(email ? { email } : {}), passwordAllowed: true, problem: error.message }));
+    }
+  });
+
+  /** Checks the email and password and starts a session; throws the HTTP error to answer otherwise. */
+  async function signIn(request: Request) {
     const body = parseOrThrow(loginSchema, request.body, 'body');
     const user = await db('users').where({ email_normalized: normalizeEmail(body.email) }).first('id', 'email', 'password_hash');
 
@@ -77,14 +109,8 @@ export function authRouter(db: Knex, config: Config): Router {
 
     const session = await createSession(db, config, user.id, { ip: request.ip, userAgent: request.get('user-agent') });
     request.log.info({ userId: user.id, sessionId: session.id }, 'signed in');
-    response.json({
-      token: session.token,
-      expiresAt: session.expiresAt.toISOString(),
-      idleTimeoutSeconds: Math.floor(config.session.idleTimeoutMs / 1000),
-      user: { id: user.id, email: user.email },
-      memberships,
-    });
-  });
+    return { user: { id: user.id as string, email: user.email as string }, session, memberships };
+  }
 
   router.post('/logout', authenticate(db, config), requireSession, async (request, response) => {
     const caller = request.caller!;

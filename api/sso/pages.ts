@@ -135,7 +135,7 @@ ${problem}
     (option) =>
       `<p><a class="button" id="sso-${escapeHtml(option.connectionId)}" href="/v1/auth/sso/start?email=${encodeURIComponent(email)}&amp;connection=${encodeURIComponent(option.connectionId)}">${escapeHtml(option.label)}</a></p>`,
   );
-  // NOTE: POST /v1/auth/login returns JSON and accepts no CSRF field, so this form is for API-style use.
+  // POST /v1/auth/login responds to this form with a page and the session cookie, after checking the Origin.
   const password = input.passwordAllowed
     ? `<form method="post" action="/v1/auth/login">
 ${hidden('email', email)}

@@ -1,7 +1,4 @@
-import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -16,6 +13,7 @@ import { hashPassword } from '../lib/passwords.js';
 import { deriveKey } from '../lib/secrets.js';
 import { tokenIn, type ReceivedMail } from './support/fake-sendgrid.js';
 import { startHarness, uniqueEmail, uniqueId, type Harness } from './support/harness.js';
+import { recordHistory } from './support/histories.js';
 
 let harness: Harness;
 let activities: ReturnType<typeof createMemberChangeActivities>;
@@ -358,18 +356,8 @@ function activityEnvironment(execution = { workflowId: `member-change-test-${ran
 }
 
 (process.env.RECORD_HISTORIES === '1' ? describe : describe.skip)('record deactivation histories', () => {
-  const historyDir = fileURLToPath(new URL('./histories/', import.meta.url));
 
-  async function save(name: string, workflowId: string): Promise<void> {
-    const handle = harness.temporal.workflow.getHandle(workflowId);
-    await handle.result();
-    const json = execFileSync(
-      process.env.LIFECYCLE_TEST_TEMPORAL_CLI!,
-      ['workflow', 'show', '--workflow-id', workflowId, '--run-id', (await handle.describe()).runId, '--output', 'json', '--address', harness.config.temporal.address],
-      { encoding: 'utf8' },
-    );
-    await writeFile(`${historyDir}${name}.json`, json.endsWith('\n') ? json : `${json}\n`);
-  }
+  const save = (name: string, workflowId: string) => recordHistory(harness.temporal, harness.config.temporal.address, name, workflowId);
 
   test('record invited member deactivation', async () => {
     const { userId } = await invite(uniqueEmail('history-invited'), ['customer_viewer']);

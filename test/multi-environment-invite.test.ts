@@ -1,6 +1,3 @@
-import { execFileSync } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 
 import { randomUUID } from 'node:crypto';
 
@@ -21,6 +18,7 @@ import { deriveKey } from '../lib/secrets.js';
 import { invitationGroupRecordedUpdate, invitationGroupWorkflow, type InvitationGroupState } from '../workflows/bulk.js';
 import { tokenIn, type ReceivedMail } from './support/fake-sendgrid.js';
 import { startHarness, uniqueEmail, uniqueId, type Harness } from './support/harness.js';
+import { recordHistory } from './support/histories.js';
 
 let harness: Harness;
 let idKey: Buffer;
@@ -462,18 +460,8 @@ describe('group email activity', () => {
 });
 
 (process.env.RECORD_HISTORIES === '1' ? describe : describe.skip)('record histories', () => {
-  const historyDir = fileURLToPath(new URL('./histories/', import.meta.url));
 
-  async function save(name: string, workflowId: string): Promise<void> {
-    const handle = harness.temporal.workflow.getHandle(workflowId);
-    await handle.result();
-    const json = execFileSync(
-      process.env.LIFECYCLE_TEST_TEMPORAL_CLI!,
-      ['workflow', 'show', '--workflow-id', workflowId, '--run-id', (await handle.describe()).runId, '--output', 'json', '--address', harness.config.temporal.address],
-      { encoding: 'utf8' },
-    );
-    await writeFile(`${historyDir}${name}.json`, json.endsWith('\n') ? json : `${json}\n`);
-  }
+  const save = (name: string, workflowId: string) => recordHistory(harness.temporal, harness.config.temporal.address, name, workflowId);
 
   test('record group and deferred invitation', async () => {
     const email = uniqueEmail('recorded-group');

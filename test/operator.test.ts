@@ -1,5 +1,4 @@
 import { execFileSync } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
@@ -10,6 +9,7 @@ import { hashPassword } from '../lib/passwords.js';
 import { hashToken } from '../lib/secrets.js';
 import { tokenIn, type ReceivedMail } from './support/fake-sendgrid.js';
 import { startHarness, uniqueEmail, uniqueId, type Harness } from './support/harness.js';
+import { recordHistory } from './support/histories.js';
 
 let harness: Harness;
 let operatorKey: string;
@@ -189,18 +189,8 @@ describe('operator deactivation', () => {
 });
 
 (process.env.RECORD_HISTORIES === '1' ? describe : describe.skip)('record operator histories', () => {
-  const historyDir = fileURLToPath(new URL('./histories/', import.meta.url));
 
-  async function save(name: string, workflowId: string): Promise<void> {
-    const handle = harness.temporal.workflow.getHandle(workflowId);
-    await handle.result();
-    const json = execFileSync(
-      process.env.LIFECYCLE_TEST_TEMPORAL_CLI!,
-      ['workflow', 'show', '--workflow-id', workflowId, '--run-id', (await handle.describe()).runId, '--output', 'json', '--address', harness.config.temporal.address],
-      { encoding: 'utf8' },
-    );
-    await writeFile(`${historyDir}${name}.json`, json.endsWith('\n') ? json : `${json}\n`);
-  }
+  const save = (name: string, workflowId: string) => recordHistory(harness.temporal, harness.config.temporal.address, name, workflowId);
 
   test('record operator deactivation', async () => {
     const email = uniqueEmail('history-leaver');

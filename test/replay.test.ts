@@ -1,6 +1,4 @@
-import { execFileSync } from 'node:child_process';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
+import { readdir, readFile } from 'node:fs/promises';
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { historyFromJSON } from '@temporalio/common/lib/proto-utils.js';
@@ -12,6 +10,7 @@ import { deriveKey } from '../lib/secrets.js';
 import { WORKFLOWS_PATH } from '../worker/create-worker.js';
 import { tokenIn } from './support/fake-sendgrid.js';
 import { startHarness, uniqueEmail, type Harness } from './support/harness.js';
+import { HISTORY_DIR, recordHistory } from './support/histories.js';
 
 /**
  * Replays recorded workflow histories against the current workflow code. A change that would break
@@ -20,7 +19,6 @@ import { startHarness, uniqueEmail, type Harness } from './support/harness.js';
  * `RECORD_HISTORIES=1 npm test -- test/replay.test.ts`.
  */
 
-const HISTORY_DIR = fileURLToPath(new URL('./histories/', import.meta.url));
 const RECORDING = process.env.RECORD_HISTORIES === '1';
 
 async function loadHistories(): Promise<{ name: string; json: unknown }[]> {
@@ -41,18 +39,7 @@ async function loadHistories(): Promise<{ name: string; json: unknown }[]> {
     await harness?.close();
   });
 
-  async function save(name: string, workflowId: string): Promise<void> {
-    const handle = harness.temporal.workflow.getHandle(workflowId);
-    await handle.result();
-    // The CLI writes the same JSON that operators export from a production server, so such histories
-    // can be added here as they are.
-    const json = execFileSync(
-      process.env.LIFECYCLE_TEST_TEMPORAL_CLI!,
-      ['workflow', 'show', '--workflow-id', workflowId, '--run-id', (await handle.describe()).runId, '--output', 'json', '--address', harness.config.temporal.address],
-      { encoding: 'utf8' },
-    );
-    await writeFile(`${HISTORY_DIR}${name}.json`, json.endsWith('\n') ? json : `${json}\n`);
-  }
+  const save = (name: string, workflowId: string) => recordHistory(harness.temporal, harness.config.temporal.address, name, workflowId);
 
   function path(suffix = ''): string {
     return `/v1/accounts/${harness.seed.accountId}/environments/sandbox/users${suffix}`;

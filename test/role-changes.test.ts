@@ -1,7 +1,4 @@
-import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -16,6 +13,7 @@ import { createEmailSender } from '../lib/email/index.js';
 import { deriveKey } from '../lib/secrets.js';
 import { tokenIn, type ReceivedMail } from './support/fake-sendgrid.js';
 import { startHarness, uniqueEmail, uniqueId, type Harness } from './support/harness.js';
+import { recordHistory } from './support/histories.js';
 
 let harness: Harness;
 let activities: ReturnType<typeof createMemberChangeActivities>;
@@ -305,18 +303,8 @@ describe('last administrator under concurrency', () => {
 });
 
 (process.env.RECORD_HISTORIES === '1' ? describe : describe.skip)('record role-change histories', () => {
-  const historyDir = fileURLToPath(new URL('./histories/', import.meta.url));
 
-  async function save(name: string, workflowId: string): Promise<void> {
-    const handle = harness.temporal.workflow.getHandle(workflowId);
-    await handle.result();
-    const json = execFileSync(
-      process.env.LIFECYCLE_TEST_TEMPORAL_CLI!,
-      ['workflow', 'show', '--workflow-id', workflowId, '--run-id', (await handle.describe()).runId, '--output', 'json', '--address', harness.config.temporal.address],
-      { encoding: 'utf8' },
-    );
-    await writeFile(`${historyDir}${name}.json`, json.endsWith('\n') ? json : `${json}\n`);
-  }
+  const save = (name: string, workflowId: string) => recordHistory(harness.temporal, harness.config.temporal.address, name, workflowId);
 
   test('record changed roles', async () => {
     const { userId } = await harness.addMember(uniqueEmail('history'), ['customer_viewer']);

@@ -11,7 +11,7 @@ export interface ReceivedMail {
     content: { type: string; value: string }[];
     categories?: string[];
   };
-  /** HTTP status the fake answered with; only 202 counts as delivered. */
+  /** HTTP status the fake responded with; only 202 counts as delivered. */
   status: number;
 }
 
@@ -43,7 +43,7 @@ export class FakeSendgrid {
     return this.delivered.filter((mail) => mail.body.personalizations[0]?.to[0]?.email === email);
   }
 
-  /** Answers the next request with `status` instead of 202. */
+  /** Responds to the next request with `status` instead of 202. */
   failNext(status: number): void {
     this.queued.push({ status });
   }
@@ -129,7 +129,7 @@ export class FakeSendgrid {
   }
 }
 
-/** The invitation link in an email's plain-text part. */
+/** Returns the invitation link in an email's plain-text part. */
 export function linkIn(mail: ReceivedMail): string {
   const text = mail.body.content.find((part) => part.type === 'text/plain')?.value ?? '';
   const match = /https?:\/\/\S+\/invitations\/accept\?token=[A-Za-z0-9_%-]+/.exec(text);

@@ -12,7 +12,7 @@ import knexFactory from 'knex';
 // import specifiers to TypeScript files; so this file imports nothing of the project's, and the test
 // files run the migrations.
 
-/** Where the per-run test database is created; the machine's Postgres unless TEST_DATABASE_URL says otherwise. */
+/** Server on which each run creates its test database: the machine's Postgres, or TEST_DATABASE_URL when set. */
 const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 async function freePort(): Promise<number> {
@@ -26,7 +26,7 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** Polls `temporal operator cluster health` until the server answers, for at most 60 s. */
+/** Polls `temporal operator cluster health` until the server responds, for at most 60 s. */
 async function waitForTemporal(cli: string, address: string, child: ReturnType<typeof spawn>): Promise<void> {
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -45,7 +45,7 @@ async function waitForTemporal(cli: string, address: string, child: ReturnType<t
   }
 }
 
-/** The Temporal CLI: TEMPORAL_CLI_PATH, `temporal` on PATH, or the cache that .ci/run fills. */
+/** Finds the Temporal CLI: TEMPORAL_CLI_PATH, `temporal` on PATH, or the cache that .ci/run fills. */
 function locateTemporalCli(): string {
   let onPath: string | undefined;
   try {

@@ -18,8 +18,8 @@ export interface ReceivedMail {
 type Behaviour = { status: number } | { hold: true };
 
 /**
- * A stand-in for SendGrid's v3 Mail Send endpoint on loopback. It records every request and answers
- * 202 with an X-Message-Id, unless a test queued another answer or asked it to hold a request open.
+ * A stand-in for SendGrid's v3 Mail Send endpoint on loopback. It records every request and responds
+ * 202 with an X-Message-Id, unless a test queued another status or asked it to hold a request open.
  */
 export class FakeSendgrid {
   readonly received: ReceivedMail[] = [];

@@ -4,7 +4,7 @@ import type { Knex } from 'knex';
 import type { Config } from '../lib/config.js';
 import type { EmailSender } from '../lib/email/index.js';
 
-/** What every activity factory receives from the worker. */
+/** Dependencies that every activity factory receives from the worker. */
 export interface ActivityDependencies {
   config: Config;
   db: Knex;

@@ -64,8 +64,8 @@ export function createApp(dependencies: ApiDependencies): Express {
       contentSecurityPolicy: { directives: { upgradeInsecureRequests: secureOrigin ? [] : null } },
     }),
   );
-  // A bulk onboarding of 1,000 rows needs more than the 100 kB other requests get; the parser that runs
-  // first marks the body as parsed, so the general one below skips it.
+  // A bulk onboarding of 1,000 rows needs more than the 100 kB that other requests get. The parser that
+  // runs first marks the body as parsed, so the general one below skips it.
   app.use('/v1/accounts/:accountId/environments/:environment/users\\:batch', express.json({ limit: '1mb', strict: true }));
   app.use(express.json({ limit: '100kb', strict: true }));
   app.use(express.urlencoded({ extended: false, limit: '10kb' }));

@@ -12,7 +12,7 @@ export interface ApiDependencies {
   logger: Logger;
 }
 
-/** Who sent the request, resolved from the bearer credential. */
+/** Sender of the request, resolved from the bearer credential or the session cookie. */
 export type Caller =
   | { kind: 'apiKey'; apiKeyId: string; userId: string; accountId: string; environmentId: string }
   | { kind: 'session'; sessionId: string; userId: string }
@@ -36,7 +36,7 @@ declare module 'express-serve-static-core' {
   }
 }
 
-/** The owner of Idempotency-Key records: keys are per API key, or per person for sessions. */
+/** Returns the owner of Idempotency-Key records: keys are per API key, or per person for sessions. */
 export function idempotencyOwner(caller: Caller): string {
   switch (caller.kind) {
     case 'apiKey':

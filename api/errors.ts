@@ -87,8 +87,8 @@ function ruleOf(issue: z.core.$ZodIssue): string {
 
 /**
  * Turns zod issues into `{ field, rule }` pairs; `prefix` names where the value came from (body, query).
- * The issues must come from a parse with `reportInput: true`, so that a missing value can be told from
- * a value of the wrong type.
+ * The issues must come from a parse with `reportInput: true`, so that a missing value can be
+ * distinguished from a value of the wrong type.
  */
 export function fieldProblems(error: z.ZodError, prefix?: string): FieldProblem[] {
   return error.issues.flatMap((issue) => {

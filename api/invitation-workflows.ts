@@ -24,9 +24,9 @@ import {
 import { conflict, HttpError } from './errors.js';
 
 /**
- * The invitation workflow id for one person in one environment. A keyed hash replaces the email,
- * because workflow ids are visible to every operator and no payload codec covers them; the account and
- * environment stay readable.
+ * Returns the invitation workflow id for one person in one environment. A keyed hash replaces the
+ * email, because workflow ids are visible to every operator and no payload codec covers them. The
+ * account and environment stay readable.
  */
 export function invitationWorkflowId(idKey: Buffer, accountId: string, environment: string, email: string): string {
   return `invitation-${accountId}-${environment}-${emailFingerprint(idKey, normalizeEmail(email))}`;

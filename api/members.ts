@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 
 import { MEMBERSHIP_STATUSES, type MembershipStatus } from '../db/models/index.js';
+import { notFound } from './errors.js';
 
 export interface MemberView {
   id: string;
@@ -169,4 +170,21 @@ export async function listMembers(
     data: await loadViews(db, pageRows.map((row) => row.id)),
     nextCursor: hasMore && last ? encodeCursor({ email: last.email_normalized, membershipId: last.id }) : null,
   };
+}
+
+/** Throws 404 for a user id that is not a UUID, which no member can have, so that it reaches no query. */
+export function assertUserId(userId: string): void {
+  if (!UUID_PATTERN.test(userId)) {
+    throw notFound(`User ${JSON.stringify(userId)}`);
+  }
+}
+
+/** Returns the member of the environment with this user id, or throws 404. */
+export async function findMemberOrThrow(db: Knex, environmentId: string, userId: string): Promise<MemberView> {
+  assertUserId(userId);
+  const member = await getMember(db, environmentId, userId);
+  if (!member) {
+    throw notFound(`User ${userId}`);
+  }
+  return member;
 }

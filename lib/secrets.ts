@@ -31,7 +31,7 @@ export function deriveLinkToken(tokenKey: Buffer, recordId: string, salt: Buffer
   return createHmac('sha256', tokenKey).update(recordId).update(salt).digest('base64url');
 }
 
-/** A session token: `ls_` and 256 random bits; the database keeps only its SHA-256 hash. */
+/** Generates a session token: `ls_` and 256 random bits. The database keeps only its SHA-256 hash. */
 export function generateSessionToken(): { token: string; tokenHash: string } {
   const token = `ls_${randomToken()}`;
   return { token, tokenHash: hashToken(token) };
@@ -43,7 +43,7 @@ export function isSessionToken(token: string): boolean {
   return SESSION_TOKEN_PATTERN.test(token);
 }
 
-/** An operator API key: `lo_<prefix>_<secret>`, for platform support rather than for an account. */
+/** Generates an operator API key, `lo_<prefix>_<secret>`, for platform support rather than for an account. */
 export function generateOperatorKey(): { key: string; prefix: string; secretHash: string } {
   const prefix = randomBytes(6).toString('hex');
   const key = `lo_${prefix}_${randomToken()}`;
@@ -67,7 +67,7 @@ export function constantTimeEqual(left: string, right: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** An API key: `lc_<prefix>_<secret>`, where the prefix identifies the key in lists and logs. */
+/** Generates an API key, `lc_<prefix>_<secret>`, where the prefix identifies the key in lists and logs. */
 export function generateApiKey(): { key: string; prefix: string; secretHash: string } {
   const prefix = randomBytes(6).toString('hex');
   const secret = randomToken();

@@ -540,7 +540,7 @@ describe('worker restart during a batch', () => {
     await sendgrid.waitFor(() => sendgrid.delivered.length >= 100, 90_000);
     // A worker killed between SendGrid's 202 and the database write that records it would send that
     // email again, as at-least-once delivery allows. The test wants to see exactly one email per row,
-    // so it keeps new SendGrid requests open and kills the worker only once no answer is on its way.
+    // so it keeps new SendGrid requests open and kills the worker only once no response is on its way.
     for (let index = 0; index < HOLDS; index += 1) {
       sendgrid.holdNext();
     }

@@ -8,9 +8,7 @@ import { createMemberChangeActivities, type DeactivationResult } from '../activi
 import { deactivatedMemberSchema, deactivationPreviewSchema } from '../api/routes/member-changes.js';
 import { memberSchema } from '../api/schemas.js';
 import { createAccount, findEnvironment } from '../db/bootstrap.js';
-import { createEmailSender } from '../lib/email/index.js';
 import { hashPassword } from '../lib/passwords.js';
-import { deriveKey } from '../lib/secrets.js';
 import { tokenIn, type ReceivedMail } from './support/fake-sendgrid.js';
 import { startHarness, uniqueEmail, uniqueId, type Harness } from './support/harness.js';
 import { recordHistory } from './support/histories.js';
@@ -21,13 +19,7 @@ const PASSWORD = 'a deactivation test password';
 
 beforeAll(async () => {
   harness = await startHarness();
-  activities = createMemberChangeActivities({
-    config: harness.config,
-    db: harness.db,
-    email: createEmailSender(harness.config, (await import('pino')).pino({ level: 'silent' })),
-    tokenKey: deriveKey(harness.config.appSecret, 'invitation-token'),
-    temporal: harness.temporal,
-  });
+  activities = createMemberChangeActivities(harness.activityDependencies());
 });
 
 afterAll(async () => {

@@ -31,7 +31,7 @@ afterAll(async () => {
   await harness?.close();
 });
 
-/** An activity context that belongs to one made-up workflow run. */
+/** Creates activity contexts that belong to one made-up workflow run. */
 function workflowRun() {
   const workflowId = `invitation-test-${randomUUID()}`;
   const runId = randomUUID();

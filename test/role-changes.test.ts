@@ -9,8 +9,6 @@ import { createMemberChangeActivities, type RoleChangeResult } from '../activiti
 import { memberChangePaths, memberChangeSecuritySchemes } from '../api/openapi-member-changes.js';
 import { memberSchema } from '../api/schemas.js';
 import { createAccount, findEnvironment } from '../db/bootstrap.js';
-import { createEmailSender } from '../lib/email/index.js';
-import { deriveKey } from '../lib/secrets.js';
 import { tokenIn, type ReceivedMail } from './support/fake-sendgrid.js';
 import { startHarness, uniqueEmail, uniqueId, type Harness } from './support/harness.js';
 import { recordHistory } from './support/histories.js';
@@ -20,13 +18,7 @@ let activities: ReturnType<typeof createMemberChangeActivities>;
 
 beforeAll(async () => {
   harness = await startHarness();
-  activities = createMemberChangeActivities({
-    config: harness.config,
-    db: harness.db,
-    email: createEmailSender(harness.config, (await import('pino')).pino({ level: 'silent' })),
-    tokenKey: deriveKey(harness.config.appSecret, 'invitation-token'),
-    temporal: harness.temporal,
-  });
+  activities = createMemberChangeActivities(harness.activityDependencies());
 });
 
 afterAll(async () => {

@@ -4,8 +4,6 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { MockActivityEnvironment } from '@temporalio/testing';
 
 import { createSsoActivities, type RecordedSsoOnboarding } from '../activities/sso.js';
-import { createEmailSender } from '../lib/email/index.js';
-import { deriveKey } from '../lib/secrets.js';
 import { startHarness, uniqueEmail, type Harness } from './support/harness.js';
 import { createTestAccount } from './support/sso-app.js';
 
@@ -21,13 +19,7 @@ beforeAll(async () => {
   process.env.SSO_ENCRYPTION_KEYS = `k1:${randomBytes(32).toString('base64')}`;
   process.env.OPERATOR_EMAIL = 'operators@lifecycle.test';
   harness = await startHarness({ inProcessWorker: false });
-  activities = createSsoActivities({
-    config: harness.config,
-    db: harness.db,
-    email: createEmailSender(harness.config, (await import('pino')).pino({ level: 'silent' })),
-    tokenKey: deriveKey(harness.config.appSecret, 'invitation-token'),
-    temporal: harness.temporal,
-  });
+  activities = createSsoActivities(harness.activityDependencies());
 });
 
 afterAll(async () => {

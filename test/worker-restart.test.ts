@@ -38,7 +38,7 @@ describe('worker crash', () => {
     const waiting = await invite(waitingEmail);
     await harness.sendgrid.waitFor(() => harness.sendgrid.deliveredTo(waitingEmail).length === 1);
 
-    // Invitation "sending": the worker dies while SendGrid is still answering its email.
+    // Invitation "sending": the worker dies while its SendGrid request is still open.
     const sendingEmail = uniqueEmail('sending');
     harness.sendgrid.holdNext();
     const sending = await invite(sendingEmail);

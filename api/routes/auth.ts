@@ -87,7 +87,7 @@ export function authRouter(db: Knex, config: Config): Router {
     }
   });
 
-  /** Checks the email and password and starts a session; throws the HTTP error to answer otherwise. */
+  /** Checks the email and password and starts a session, or throws the HTTP error to respond with. */
   async function signIn(request: Request) {
     const body = parseOrThrow(loginSchema, request.body, 'body');
     const user = await db('users').where({ email_normalized: normalizeEmail(body.email) }).first('id', 'email', 'password_hash');

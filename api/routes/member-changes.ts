@@ -30,9 +30,9 @@ import {
 } from '../../workflows/member-changes.js';
 import { isAdministrator, requireUserManager } from '../auth.js';
 import type { Principal } from '../context.js';
-import { HttpError, conflict, notFound, parseOrThrow, validationError } from '../errors.js';
+import { HttpError, conflict, parseOrThrow, validationError } from '../errors.js';
 import { withIdempotency } from '../idempotency.js';
-import { UUID_PATTERN, getMember, type MemberView } from '../members.js';
+import { assertUserId, findMemberOrThrow } from '../members.js';
 import { memberSchema, roleListSchema } from '../schemas.js';
 import type { RouterDependencies } from './dependencies.js';
 
@@ -191,11 +191,6 @@ async function assertRolesExist(db: Knex, roles: string[]): Promise<void> {
   }
 }
 
-function assertUserId(userId: string): void {
-  if (!UUID_PATTERN.test(userId)) {
-    throw notFound(`User ${JSON.stringify(userId)}`);
-  }
-}
 
 function forbidden(message: string): HttpError {
   return new HttpError(403, 'forbidden', message);
@@ -208,21 +203,13 @@ export function memberChangesRouter({ db, temporal, config }: RouterDependencies
   // app.ts runs requireUserManager before this router already; repeating it keeps the router safe on its own.
   router.use(requireUserManager);
 
-  async function loadMember(environmentId: string, userId: string): Promise<MemberView> {
-    assertUserId(userId);
-    const member = await getMember(db, environmentId, userId);
-    if (!member) {
-      throw notFound(`User ${userId}`);
-    }
-    return member;
-  }
 
   router.put('/:userId/roles', async (request, response) => {
     const principal = request.principal!;
     assertUserId(request.params.userId as string);
     const body = parseOrThrow(roleChangeRequestSchema, request.body, 'body');
     await assertRolesExist(db, body.roles);
-    const member = await loadMember(principal.environmentId, request.params.userId as string);
+    const member = await findMemberOrThrow(db, principal.environmentId, request.params.userId as string);
 
     if (member.status !== 'invited' && member.status !== 'active') {
       throw conflict('member_status_conflict', `The member is ${member.status}; only invited and active members can have their roles changed.`);
@@ -233,12 +220,12 @@ export function memberChangesRouter({ db, temporal, config }: RouterDependencies
 
     const { workflowId, result } = await workflows.changeRoles(principal, member.id, body.roles);
     request.log.info({ workflowId, userId: member.id, changed: result.changed }, 'member roles changed');
-    response.json(await loadMember(principal.environmentId, member.id));
+    response.json(await findMemberOrThrow(db, principal.environmentId, member.id));
   });
 
   router.get('/:userId/deactivation-preview', async (request, response) => {
     const principal = request.principal!;
-    const member = await loadMember(principal.environmentId, request.params.userId as string);
+    const member = await findMemberOrThrow(db, principal.environmentId, request.params.userId as string);
     const impact = await previewDeactivationImpact(
       db,
       { id: member.membershipId, userId: member.id, environmentId: principal.environmentId },
@@ -263,7 +250,7 @@ export function memberChangesRouter({ db, temporal, config }: RouterDependencies
 
   router.post('/:userId/deactivate', async (request, response) => {
     const principal = request.principal!;
-    const member = await loadMember(principal.environmentId, request.params.userId as string);
+    const member = await findMemberOrThrow(db, principal.environmentId, request.params.userId as string);
     parseOrThrow(emptyRequestSchema, request.body ?? {}, 'body');
 
     if (member.id === principal.userId) {
@@ -280,7 +267,7 @@ export function memberChangesRouter({ db, temporal, config }: RouterDependencies
       }
       const { workflowId, result: deactivated } = await workflows.deactivate(principal, member.id);
       request.log.info({ workflowId, userId: member.id, impact: deactivated.impact }, 'member deactivated');
-      const after = await loadMember(principal.environmentId, member.id);
+      const after = await findMemberOrThrow(db, principal.environmentId, member.id);
       return { status: 200, body: { ...after, deactivation: { workflowId, impact: deactivated.impact } } };
     });
     if (result.replayed) {
@@ -291,7 +278,7 @@ export function memberChangesRouter({ db, temporal, config }: RouterDependencies
 
   router.post('/:userId/reactivate', async (request, response) => {
     const principal = request.principal!;
-    const member = await loadMember(principal.environmentId, request.params.userId as string);
+    const member = await findMemberOrThrow(db, principal.environmentId, request.params.userId as string);
     parseOrThrow(emptyRequestSchema, request.body ?? {}, 'body');
 
     if (member.roles.includes(ADMINISTRATOR) && !isAdministrator(principal)) {
@@ -304,7 +291,7 @@ export function memberChangesRouter({ db, temporal, config }: RouterDependencies
       }
       const { workflowId, result: reactivated } = await workflows.reactivate(principal, member.id);
       request.log.info({ workflowId, userId: member.id, mode: reactivated.mode }, 'member reactivated');
-      return { status: 200, body: await loadMember(principal.environmentId, member.id) };
+      return { status: 200, body: await findMemberOrThrow(db, principal.environmentId, member.id) };
     });
     if (result.replayed) {
       response.setHeader('Idempotent-Replayed', 'true');

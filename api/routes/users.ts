@@ -3,13 +3,12 @@ import type { Knex } from 'knex';
 
 import { normalizeEmail } from '../../lib/email-address.js';
 import { isAdministrator, requireUserManager } from '../auth.js';
-import { HttpError, conflict, notFound, parseOrThrow, validationError } from '../errors.js';
+import { HttpError, conflict, parseOrThrow, validationError } from '../errors.js';
 import { withIdempotency } from '../idempotency.js';
 import type { InvitationWorkflows } from '../invitation-workflows.js';
 import {
-  UUID_PATTERN,
   decodeCursor,
-  getMember,
+  findMemberOrThrow,
   getMemberByMembershipId,
   listMembers,
   type MemberView,
@@ -27,11 +26,6 @@ async function assertRolesExist(db: Knex, roles: string[]): Promise<void> {
   }
 }
 
-function assertUserId(userId: string): void {
-  if (!UUID_PATTERN.test(userId)) {
-    throw notFound(`User ${JSON.stringify(userId)}`);
-  }
-}
 
 export function usersRouter(db: Knex, invitations: InvitationWorkflows): Router {
   const router = Router({ mergeParams: true });
@@ -93,14 +87,6 @@ export function usersRouter(db: Knex, invitations: InvitationWorkflows): Router 
     response.json(page);
   });
 
-  async function loadMember(environmentId: string, userId: string): Promise<MemberView> {
-    assertUserId(userId);
-    const member = await getMember(db, environmentId, userId);
-    if (!member) {
-      throw notFound(`User ${userId}`);
-    }
-    return member;
-  }
 
   function pendingInvitation(member: MemberView): NonNullable<MemberView['invitation']> {
     if (member.invitation?.status !== 'pending') {
@@ -110,20 +96,20 @@ export function usersRouter(db: Knex, invitations: InvitationWorkflows): Router 
   }
 
   router.get('/:userId', async (request, response) => {
-    response.json(await loadMember(request.principal!.environmentId, request.params.userId as string));
+    response.json(await findMemberOrThrow(db, request.principal!.environmentId, request.params.userId as string));
   });
 
   router.post('/:userId/invitation/resend', async (request, response) => {
     const principal = request.principal!;
-    const member = await loadMember(principal.environmentId, request.params.userId as string);
+    const member = await findMemberOrThrow(db, principal.environmentId, request.params.userId as string);
     const invitation = pendingInvitation(member);
     await invitations.resend(invitation.workflowId, principal.userId);
-    response.json(await loadMember(principal.environmentId, member.id));
+    response.json(await findMemberOrThrow(db, principal.environmentId, member.id));
   });
 
   router.post('/:userId/invitation/revoke', async (request, response) => {
     const principal = request.principal!;
-    const member = await loadMember(principal.environmentId, request.params.userId as string);
+    const member = await findMemberOrThrow(db, principal.environmentId, request.params.userId as string);
     const invitation = pendingInvitation(member);
     if (member.roles.includes('administrator') && !isAdministrator(principal)) {
       throw new HttpError(403, 'forbidden', 'Only an administrator may revoke an invitation that grants the administrator role.');
@@ -132,7 +118,7 @@ export function usersRouter(db: Knex, invitations: InvitationWorkflows): Router 
     if (state.phase !== 'revoked') {
       throw conflict('invitation_not_pending', `The invitation was ${state.phase} before it could be revoked.`);
     }
-    response.json(await loadMember(principal.environmentId, member.id));
+    response.json(await findMemberOrThrow(db, principal.environmentId, member.id));
   });
 
   return router;

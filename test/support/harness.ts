@@ -7,11 +7,13 @@ import type { Knex } from 'knex';
 import { pino, type Logger } from 'pino';
 import supertest from 'supertest';
 
+import type { ActivityDependencies } from '../../activities/dependencies.js';
 import { createApp } from '../../api/app.js';
 import { createDatabase, migrateToLatest } from '../../db/connection.js';
 import { createAccount, createApiKey, ensureActiveMember, findEnvironment } from '../../db/bootstrap.js';
 import { loadConfig, type Config } from '../../lib/config.js';
 import { createEmailSender } from '../../lib/email/index.js';
+import { deriveKey } from '../../lib/secrets.js';
 import { connectWorker, createWorker } from '../../worker/create-worker.js';
 import { installTemporalRuntime } from '../../worker/temporal-logger.js';
 import { FakeSendgrid } from './fake-sendgrid.js';
@@ -44,6 +46,8 @@ export interface Harness {
   logLines: string[];
   startWorker(): Promise<void>;
   stopWorker(): Promise<void>;
+  /** The dependencies the worker gives activity factories, for tests that call activities directly. */
+  activityDependencies(): ActivityDependencies;
   /** Adds an active member with the given roles and returns an API key for them. */
   addMember(email: string, roles: string[], environmentId?: string): Promise<{ userId: string; key: string }>;
   close(): Promise<void>;
@@ -158,6 +162,13 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     logLines,
     startWorker,
     stopWorker,
+    activityDependencies: () => ({
+      config,
+      db,
+      email: createEmailSender(config, logger),
+      tokenKey: deriveKey(config.appSecret, 'invitation-token'),
+      temporal,
+    }),
     addMember,
     async close() {
       await stopWorker();

@@ -27,13 +27,15 @@ export interface InviteRecord {
   workflowId: string;
   sentAtEpochMs: number;
   receivedAtEpochMs: number;
-  /** `performance.now()` when the 202 had been read. */
+  /** `performance.now()` when the request was sent, and when the 202 had been read. */
+  startedAt: number;
   finishedAt: number;
 }
 
 export interface InviteRunResult {
   label: string;
   concurrency: number;
+  /** Requests sent. A run with a duration sends as many as fit into it. */
   requested: number;
   succeeded: number;
   errors: ErrorTally;
@@ -41,10 +43,17 @@ export interface InviteRunResult {
   wallMs: number;
   /** Successful invites divided by the wall time. */
   invitesPerSecond: number;
+  /**
+   * Invitations whose email reached the fake SendGrid, divided by the time from the first request
+   * sent to the last such email: the end-to-end rate.
+   */
+  invitationsToEmailPerSecond: number;
   /** Time to the 202, in milliseconds. */
   latency: Summary | undefined;
   /** Time from reading the 202 to the email reaching the fake SendGrid, in milliseconds. */
   emailDelay: Summary | undefined;
+  /** Time from sending the POST to the email reaching the fake SendGrid, in milliseconds. */
+  inviteToEmail: Summary | undefined;
   /** Invites with a 202 whose email did not arrive within the wait. */
   emailsMissing: number;
   /** CPU and event-loop delay while the requests ran. */
@@ -58,12 +67,13 @@ function invitationWorkflowIdOf(body: unknown): string | undefined {
 }
 
 /**
- * Sends `count` invites to new addresses from `concurrency` loops at once, and stamps when each
- * invitation email reaches the fake SendGrid. Non-202 responses and network errors are counted, not thrown.
+ * Sends invites to new addresses from `concurrency` loops at once, `count` of them or, with
+ * `durationMs`, as many as the loops send in that time. Stamps when each invitation email reaches the
+ * fake SendGrid. Non-202 responses and network errors are counted, not thrown.
  */
 export async function runInvites(
   context: BenchContext,
-  run: { label: string; count: number; concurrency: number },
+  run: { label: string; concurrency: number } & ({ count: number } | { durationMs: number }),
 ): Promise<InviteRunResult> {
   const { stack, deliveries, signal } = context;
   const url = `${stack.baseUrl}/v1/accounts/${BENCH_ACCOUNT.id}/environments/${BENCH_ACCOUNT.environment}/users`;
@@ -83,8 +93,10 @@ export async function runInvites(
     );
 
   let next = 0;
+  let deadline = Number.POSITIVE_INFINITY;
+  const hasMore = () => ('count' in run ? next < run.count : performance.now() < deadline);
   const sendInvites = async () => {
-    while (next < run.count && !signal.aborted) {
+    while (hasMore() && !signal.aborted) {
       const email = `${run.label}-${next}@bench.example`;
       next += 1;
       try {
@@ -100,6 +112,7 @@ export async function runInvites(
           workflowId,
           sentAtEpochMs: response.sentAtEpochMs,
           receivedAtEpochMs: response.receivedAtEpochMs,
+          startedAt: response.finishedAt - response.durationMs,
           finishedAt: response.finishedAt,
         });
       } catch (error) {
@@ -113,6 +126,9 @@ export async function runInvites(
 
   const stopMeasuring = await measureResources(stack.cpuSources);
   const startedAt = performance.now();
+  if ('durationMs' in run) {
+    deadline = startedAt + run.durationMs;
+  }
   await Promise.all(Array.from({ length: run.concurrency }, sendInvites));
   const wallMs = performance.now() - startedAt;
   const resources = await stopMeasuring();
@@ -126,23 +142,25 @@ export async function runInvites(
     process.stderr.write(`${run.label}: waiting for emails failed: ${watchResult.message}\n`);
   }
 
-  const emailDelays = invites
-    .map((invite) => {
-      const arrival = deliveries.arrivalOf(invite.email);
-      return arrival === undefined ? undefined : arrival - invite.finishedAt;
-    })
-    .filter((delay): delay is number => delay !== undefined);
+  const delivered = invites.flatMap((invite) => {
+    const arrival = deliveries.arrivalOf(invite.email);
+    return arrival === undefined ? [] : [{ invite, arrival }];
+  });
+  const emailDelays = delivered.map(({ invite, arrival }) => arrival - invite.finishedAt);
+  const lastArrival = Math.max(...delivered.map(({ arrival }) => arrival));
 
   return {
     label: run.label,
     concurrency: run.concurrency,
-    requested: run.count,
+    requested: next,
     succeeded: invites.length,
     errors,
     wallMs,
     invitesPerSecond: invites.length / (wallMs / 1000),
+    invitationsToEmailPerSecond: delivered.length === 0 ? 0 : delivered.length / ((lastArrival - startedAt) / 1000),
     latency: summarize(latencies),
     emailDelay: summarize(emailDelays),
+    inviteToEmail: summarize(delivered.map(({ invite, arrival }) => arrival - invite.startedAt)),
     emailsMissing: invites.length - emailDelays.length,
     resources,
     invites,

@@ -1,5 +1,8 @@
+import { performance } from 'node:perf_hooks';
+
 import type { Knex } from 'knex';
 
+import { encodeCursor, memberPageQuery, type Cursor } from '../api/members.js';
 import { ErrorTally, timedFetch } from './http.js';
 import { INVITE_ROLES, type BenchContext } from './invites.js';
 import { measureResources, type ResourceUse } from './resources.js';
@@ -7,44 +10,63 @@ import { BENCH_ACCOUNT } from './stack.js';
 import { summarize, type Summary } from './stats.js';
 
 const WARMUP_REQUESTS = 5;
-/** The largest page the API serves, used to walk the list for a cursor deep in it. */
-const WALK_PAGE_SIZE = 200;
 const PAGE_SIZES = [50, 200];
+/** Where in the list each measured page starts, as a share of the members before it. */
+const DEPTHS = [
+  { name: 'first page', share: 0 },
+  { name: 'middle page', share: 0.5 },
+  { name: 'last page', share: 1 },
+] as const;
 
-export interface ListVariantResult {
-  name: string;
-  limit: number;
-  /** Members before the page: 0 for the first page. */
-  offset: number;
-  /** Members on each page, as returned. */
-  pageSize: number | undefined;
-  errors: ErrorTally;
-  latency: Summary | undefined;
+export interface PagePlan {
+  /** Node types and index names in the plan of the list query, from EXPLAIN (ANALYZE, FORMAT JSON). */
+  nodes: string[];
+  indexes: string[];
+  /** True when the plan reads memberships or users with a sequential scan or sorts them. */
+  scansOrSorts: boolean;
+  executionMs: number;
+  /** Shared buffers the query hit or read, a measure of the rows it touched. */
+  sharedBuffers: number;
 }
 
-export interface ListRunResult {
-  /** Members before the direct inserts (the administrator and the invitees), the rows inserted, and the sum. */
-  members: { existing: number; inserted: number; total: number };
-  variants: ListVariantResult[];
-  /** `GET /healthz`, which touches no database, as the floor of an HTTP round trip through the app. */
-  healthz: ListVariantResult;
-  /** CPU and event-loop delay while the list and health requests ran. */
+export interface PageResult {
+  depth: string;
+  limit: number;
+  /** Members before the page. */
+  offset: number;
+  /** `GET …/users` over HTTP: the keyset query, loading the page's members, and the response. */
+  api: Summary | undefined;
+  apiErrors: ErrorTally;
+  /** The same keyset query alone, built by `memberPageQuery` and run through the API's pool. */
+  sql: Summary | undefined;
+  plan: PagePlan;
+}
+
+export interface ListTierResult {
+  members: number;
+  /** Seconds spent inserting the members of this tier and running ANALYZE. */
+  insertSeconds: number;
+  pages: PageResult[];
   resources: ResourceUse;
 }
 
+export interface ListingResult {
+  requests: number;
+  tiers: ListTierResult[];
+}
+
 /**
- * Adds active members with one role in a single statement until the environment has `target` members.
- * Returns how many it added. Runs ANALYZE afterwards, so that the planner has statistics for the new rows.
+ * Adds active members with one role in one statement until the listing environment has `target`
+ * members, then runs ANALYZE so that the planner has statistics for the new rows.
  */
-async function topUpMembers(db: Knex, environmentId: string, target: number): Promise<{ before: number; inserted: number }> {
+async function topUpMembers(db: Knex, environmentId: string, target: number): Promise<void> {
   const [row] = await db('memberships').where({ environment_id: environmentId }).count({ count: '*' });
   const before = Number(row?.count ?? 0);
-  const missing = Math.max(0, target - before);
-  if (missing > 0) {
+  if (target > before) {
     await db.raw(
       `WITH new_users AS (
          INSERT INTO users (email)
-         SELECT 'member-' || lpad(n::text, 6, '0') || '@bench.example' FROM generate_series(1, ?) AS n
+         SELECT 'member-' || lpad(n::text, 7, '0') || '@listing.bench.example' FROM generate_series(?::int, ?::int) AS n
          RETURNING id
        ), new_memberships AS (
          INSERT INTO memberships (user_id, account_id, environment_id, status, activated_at)
@@ -53,88 +75,118 @@ async function topUpMembers(db: Knex, environmentId: string, target: number): Pr
        )
        INSERT INTO membership_roles (membership_id, role_key)
        SELECT id, ? FROM new_memberships`,
-      [missing, BENCH_ACCOUNT.id, environmentId, INVITE_ROLES[0]!],
+      [before + 1, target, BENCH_ACCOUNT.id, environmentId, INVITE_ROLES[0]!],
     );
   }
   await db.raw('ANALYZE users, memberships, membership_roles, invitations');
-  return { before, inserted: missing };
 }
 
-interface MemberPageBody {
-  data: unknown[];
-  nextCursor: string | null;
-}
-
-/**
- * Walks the list with the largest page size and returns the cursor that starts the deepest full page
- * of `WALK_PAGE_SIZE` members, with the number of members before it. Undefined when the list has no second page.
- */
-async function findDeepCursor(context: BenchContext, listUrl: string, total: number): Promise<{ cursor: string; offset: number } | undefined> {
-  const headers = { authorization: `Bearer ${context.stack.adminKey}` };
-  const maxPages = Math.ceil(total / WALK_PAGE_SIZE) + 2;
-  let deepest: { cursor: string; offset: number } | undefined;
-  let cursor: string | null = null;
-  let offset = 0;
-
-  for (let page = 0; page < maxPages && !context.signal.aborted; page += 1) {
-    const query: string = cursor === null ? '' : `&cursor=${encodeURIComponent(cursor)}`;
-    const response = await timedFetch(`${listUrl}?limit=${WALK_PAGE_SIZE}${query}`, { headers }, context.signal);
-    if (response.status !== 200) {
-      throw new Error(`Listing members for the deep cursor failed with HTTP ${response.status}: ${JSON.stringify(response.body)}`);
-    }
-    const body = response.body as MemberPageBody;
-    offset += body.data.length;
-    cursor = body.nextCursor;
-    if (cursor === null) {
-      break;
-    }
-    if (deepest === undefined || offset + WALK_PAGE_SIZE <= total) {
-      deepest = { cursor, offset };
-    }
+/** Returns the cursor that the API would hand out after `offset` members, or undefined for the first page. */
+async function cursorAfter(db: Knex, environmentId: string, offset: number): Promise<Cursor | undefined> {
+  if (offset === 0) {
+    return undefined;
   }
-  return deepest;
+  const row = await db('memberships')
+    .join('users', 'users.id', 'memberships.user_id')
+    .where('memberships.environment_id', environmentId)
+    .orderBy([{ column: 'users.email_normalized' }, { column: 'memberships.id' }])
+    .offset(offset - 1)
+    .first('memberships.id', 'users.email_normalized');
+  return { email: row.email_normalized, membershipId: row.id };
 }
 
-async function measure(context: BenchContext, name: string, url: string, requests: number, offset: number, limit: number): Promise<ListVariantResult> {
-  const headers = { authorization: `Bearer ${context.stack.adminKey}` };
+interface PlanNode {
+  'Node Type': string;
+  'Relation Name'?: string;
+  'Index Name'?: string;
+  'Shared Hit Blocks'?: number;
+  'Shared Read Blocks'?: number;
+  Plans?: PlanNode[];
+}
+
+function flatten(node: PlanNode): PlanNode[] {
+  return [node, ...(node.Plans ?? []).flatMap(flatten)];
+}
+
+async function explain(query: Knex.QueryBuilder): Promise<PagePlan> {
+  const { sql, bindings } = query.toSQL();
+  const result = await query.client.raw(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${sql}`, bindings);
+  const [{ Plan: plan, 'Execution Time': executionMs }] = result.rows[0]['QUERY PLAN'] as [{ Plan: PlanNode; 'Execution Time': number }];
+  const nodes = flatten(plan);
+  return {
+    nodes: nodes.map((node) => (node['Relation Name'] ? `${node['Node Type']} on ${node['Relation Name']}` : node['Node Type'])),
+    indexes: [...new Set(nodes.flatMap((node) => (node['Index Name'] ? [node['Index Name']] : [])))],
+    scansOrSorts: nodes.some((node) => node['Node Type'] === 'Sort' || (node['Node Type'] === 'Seq Scan' && ['users', 'memberships'].includes(node['Relation Name'] ?? ''))),
+    executionMs,
+    sharedBuffers: (plan['Shared Hit Blocks'] ?? 0) + (plan['Shared Read Blocks'] ?? 0),
+  };
+}
+
+async function timeApi(context: BenchContext, url: string, requests: number): Promise<{ latency: Summary | undefined; errors: ErrorTally }> {
+  const headers = { authorization: `Bearer ${context.stack.listingAdminKey}` };
   const errors = new ErrorTally();
   const latencies: number[] = [];
-  let pageSize: number | undefined;
-
   for (let request = 0; request < WARMUP_REQUESTS + requests && !context.signal.aborted; request += 1) {
     const response = await timedFetch(url, { headers }, context.signal);
     if (response.status !== 200) {
       errors.add(`HTTP ${response.status}`, response.body);
-      continue;
-    }
-    const data = (response.body as { data?: unknown[] }).data;
-    pageSize = Array.isArray(data) ? data.length : pageSize;
-    if (request >= WARMUP_REQUESTS) {
+    } else if (request >= WARMUP_REQUESTS) {
       latencies.push(response.durationMs);
     }
   }
-  return { name, limit, offset, pageSize, errors, latency: summarize(latencies) };
+  return { latency: summarize(latencies), errors };
 }
 
-/** Tops the environment up to `members` and times first and deep pages of the member list. */
-export async function runListing(context: BenchContext, input: { members: number; requests: number }): Promise<ListRunResult> {
-  const { stack } = context;
-  const { before, inserted } = await topUpMembers(stack.db, stack.environmentId, input.members);
-  const total = before + inserted;
-  const listUrl = `${stack.baseUrl}/v1/accounts/${BENCH_ACCOUNT.id}/environments/${BENCH_ACCOUNT.environment}/users`;
-
-  const deep = await findDeepCursor(context, listUrl, total);
-  const stopMeasuring = await measureResources(stack.cpuSources);
-  const variants: ListVariantResult[] = [];
-  for (const limit of PAGE_SIZES) {
-    variants.push(await measure(context, `limit=${limit}, first page`, `${listUrl}?limit=${limit}`, input.requests, 0, limit));
-    if (deep) {
-      const url = `${listUrl}?limit=${limit}&cursor=${encodeURIComponent(deep.cursor)}`;
-      variants.push(await measure(context, `limit=${limit}, after ${deep.offset} members`, url, input.requests, deep.offset, limit));
+async function timeSql(context: BenchContext, build: () => Knex.QueryBuilder, requests: number): Promise<Summary | undefined> {
+  const latencies: number[] = [];
+  for (let request = 0; request < WARMUP_REQUESTS + requests && !context.signal.aborted; request += 1) {
+    const startedAt = performance.now();
+    await build();
+    if (request >= WARMUP_REQUESTS) {
+      latencies.push(performance.now() - startedAt);
     }
   }
-  const healthz = await measure(context, 'GET /healthz', `${stack.baseUrl}/healthz`, input.requests, 0, 0);
-  const resources = await stopMeasuring();
+  return summarize(latencies);
+}
 
-  return { members: { existing: before, inserted, total }, variants, healthz, resources };
+/**
+ * For each member count in `tiers`, fills the listing environment up to it and times the first, a
+ * middle and the last page of `GET …/users` against the keyset query alone, and records its plan.
+ */
+export async function runListing(
+  context: BenchContext,
+  input: { tiers: number[]; requests: number; progress: (message: string) => void },
+): Promise<ListingResult> {
+  const { stack } = context;
+  const environmentId = stack.listingEnvironmentId;
+  const listUrl = `${stack.baseUrl}/v1/accounts/${BENCH_ACCOUNT.id}/environments/${BENCH_ACCOUNT.listingEnvironment}/users`;
+  const tiers: ListTierResult[] = [];
+
+  for (const target of input.tiers) {
+    input.progress(`listing: filling the environment up to ${target} members`);
+    const insertStartedAt = performance.now();
+    await topUpMembers(stack.db, environmentId, target);
+    const insertSeconds = (performance.now() - insertStartedAt) / 1000;
+    // The administrator is a member too.
+    const [row] = await stack.db('memberships').where({ environment_id: environmentId }).count({ count: '*' });
+    const members = Number(row?.count ?? 0);
+
+    input.progress(`listing: ${members} members, ${input.requests} requests per page`);
+    const stopMeasuring = await measureResources(stack.cpuSources);
+    const pages: PageResult[] = [];
+    for (const limit of PAGE_SIZES) {
+      for (const depth of DEPTHS) {
+        const offset = Math.max(0, Math.round(depth.share * (members - limit)));
+        const after = await cursorAfter(stack.db, environmentId, offset);
+        const build = () => memberPageQuery(stack.db, environmentId, {}, { limit, after });
+        const url = after === undefined ? `${listUrl}?limit=${limit}` : `${listUrl}?limit=${limit}&cursor=${encodeCursor(after)}`;
+        const api = await timeApi(context, url, input.requests);
+        const sql = await timeSql(context, build, input.requests);
+        pages.push({ depth: depth.name, limit, offset, api: api.latency, apiErrors: api.errors, sql, plan: await explain(build()) });
+        context.signal.throwIfAborted();
+      }
+    }
+    tiers.push({ members, insertSeconds, pages, resources: await stopMeasuring() });
+  }
+  return { requests: input.requests, tiers };
 }

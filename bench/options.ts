@@ -1,48 +1,59 @@
 import { parseArgs } from 'node:util';
 
-/** Settings of one benchmark run. The counts are numbers of HTTP requests, except `listMembers`. */
+/** Settings of one benchmark run. */
 export interface BenchOptions {
-  /** Invites sent one after another for the latency figures. */
-  sequentialInvites: number;
-  /** Invites sent at each concurrency level for the throughput figures. */
-  throughputInvites: number;
-  concurrencies: number[];
-  /** Invitations accepted one after another. Each accept hashes a new password. */
-  accepts: number;
-  /** Members in the environment when the list requests run. Direct inserts top it up to this many. */
-  listMembers: number;
-  /** Requests per list variant, after a few unmeasured ones. */
+  /** How long the invitation throughput run and its baseline each send, in milliseconds. */
+  throughputMs: number;
+  /** Loops that send invites, and start baseline workflows, at the same time. */
+  concurrency: number;
+  /** Invitations of the bulk onboarding, in batches of at most 1,000. */
+  bulkInvitations: number;
+  /** Members in the listing environment for each round of list requests. */
+  listTiers: number[];
+  /** Requests per measured page, and per query alone. */
   listRequests: number;
+  /** Sign-ins one after another, and verifications alone. */
+  signInRequests: number;
+  /** Bursts of 20 concurrent sign-ins. */
+  signInBursts: number;
   /** Postgres server where the benchmark creates and drops its own database. */
   adminDatabaseUrl: string;
   /** A running Temporal Service to use, as host:port. When undefined, the benchmark starts a dev server. */
   temporalAddress: string | undefined;
+  /** BENCHMARKS.md, whose results section the run rewrites, or undefined to leave it alone. */
+  resultsPage: string | undefined;
 }
 
 const DEFAULTS = {
-  sequentialInvites: 500,
-  throughputInvites: 200,
-  accepts: 50,
-  listMembers: 2_000,
+  throughputSeconds: 60,
+  concurrency: 16,
+  bulkInvitations: 10_000,
+  listTiers: [1_000, 100_000, 1_000_000],
   listRequests: 100,
+  signInRequests: 100,
+  signInBursts: 5,
 } as const;
 
-const DEFAULT_CONCURRENCIES = [1, 8, 32];
 const DEFAULT_ADMIN_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/postgres';
+export const DEFAULT_RESULTS_PAGE = 'BENCHMARKS.md';
 
 export const USAGE = `Usage: npm run bench -- [options]
 
-Starts a Temporal dev server, a database, a fake SendGrid, a worker and the API, then measures invite,
-accept and list requests over HTTP on loopback. Prints tables, then the results as JSON, to stdout.
+Starts a Temporal dev server, a database, a fake SendGrid, the worker and a baseline worker in their own
+processes, and the API, then runs the benchmark suite on loopback: bulk onboarding and worker memory,
+invitation throughput against a bare Temporal baseline, sign-in, and member lists. Prints one JSON line
+per benchmark to stdout and rewrites the results section of BENCHMARKS.md.
 
-Options (defaults in brackets; BENCH_SCALE or --scale multiplies every default count):
-  --scale <factor>            multiplies the default counts, such as 0.1 for a quick check [1]
-  --invites <n>               sequential invites for the latency figures [${DEFAULTS.sequentialInvites}]
-  --throughput-invites <n>    invites at each concurrency level [${DEFAULTS.throughputInvites}]
-  --concurrency <list>        comma-separated concurrency levels [${DEFAULT_CONCURRENCIES.join(',')}]
-  --accepts <n>               sequential accepts; at most the number of sequential invites [${DEFAULTS.accepts}]
-  --members <n>               members in the environment for the list requests [${DEFAULTS.listMembers}]
-  --list-requests <n>         requests per list variant [${DEFAULTS.listRequests}]
+Options (defaults in brackets; BENCH_SCALE or --scale multiplies every default count and the duration):
+  --scale <factor>            multiplies the defaults, such as 0.05 for a quick check [1]
+  --duration <seconds>        how long the invitation run and the baseline each send [${DEFAULTS.throughputSeconds}]
+  --concurrency <n>           loops sending invites, and baseline workflows, at once; not scaled [${DEFAULTS.concurrency}]
+  --bulk <n>                  invitations of the bulk onboarding [${DEFAULTS.bulkInvitations}]
+  --tiers <list>              comma-separated member counts for the list requests [${DEFAULTS.listTiers.join(',')}]
+  --list-requests <n>         requests per measured page [${DEFAULTS.listRequests}]
+  --sign-in-requests <n>      sign-ins one after another [${DEFAULTS.signInRequests}]
+  --bursts <n>                bursts of 20 concurrent sign-ins [${DEFAULTS.signInBursts}]
+  --no-write                  leaves BENCHMARKS.md alone
   --help                      prints this text
 
 Environment:
@@ -81,12 +92,14 @@ export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): Bench
       strict: true,
       options: {
         scale: { type: 'string' },
-        invites: { type: 'string' },
-        'throughput-invites': { type: 'string' },
+        duration: { type: 'string' },
         concurrency: { type: 'string' },
-        accepts: { type: 'string' },
-        members: { type: 'string' },
+        bulk: { type: 'string' },
+        tiers: { type: 'string' },
         'list-requests': { type: 'string' },
+        'sign-in-requests': { type: 'string' },
+        bursts: { type: 'string' },
+        'no-write': { type: 'boolean' },
         help: { type: 'boolean' },
       },
     });
@@ -103,26 +116,21 @@ export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): Bench
   const count = (flag: string, text: string | undefined, defaultValue: number) =>
     text === undefined ? Math.max(1, Math.round(defaultValue * scale)) : positiveInteger(flag, text);
 
-  const concurrencies =
-    values.concurrency === undefined
-      ? DEFAULT_CONCURRENCIES
-      : values.concurrency.split(',').map((part) => positiveInteger('--concurrency', part.trim()));
+  const listTiers =
+    values.tiers === undefined
+      ? DEFAULTS.listTiers.map((tier) => Math.max(10, Math.round(tier * scale)))
+      : values.tiers.split(',').map((part) => positiveInteger('--tiers', part.trim()));
 
-  const options: BenchOptions = {
-    sequentialInvites: count('--invites', values.invites, DEFAULTS.sequentialInvites),
-    throughputInvites: count('--throughput-invites', values['throughput-invites'], DEFAULTS.throughputInvites),
-    concurrencies,
-    accepts: count('--accepts', values.accepts, DEFAULTS.accepts),
-    listMembers: count('--members', values.members, DEFAULTS.listMembers),
+  return {
+    throughputMs: 1000 * count('--duration', values.duration, DEFAULTS.throughputSeconds),
+    concurrency: values.concurrency === undefined ? DEFAULTS.concurrency : positiveInteger('--concurrency', values.concurrency),
+    bulkInvitations: count('--bulk', values.bulk, DEFAULTS.bulkInvitations),
+    listTiers,
     listRequests: count('--list-requests', values['list-requests'], DEFAULTS.listRequests),
+    signInRequests: count('--sign-in-requests', values['sign-in-requests'], DEFAULTS.signInRequests),
+    signInBursts: count('--bursts', values.bursts, DEFAULTS.signInBursts),
     adminDatabaseUrl: env.BENCH_DATABASE_URL ?? DEFAULT_ADMIN_DATABASE_URL,
     temporalAddress: env.BENCH_TEMPORAL_ADDRESS || undefined,
+    resultsPage: values['no-write'] ? undefined : DEFAULT_RESULTS_PAGE,
   };
-  if (options.accepts > options.sequentialInvites) {
-    throw new UsageError(
-      `--accepts (${options.accepts}) must be at most the number of sequential invites (${options.sequentialInvites}), ` +
-        'because each accept uses the link from one of those invitations.',
-    );
-  }
-  return options;
 }

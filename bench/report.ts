@@ -1,41 +1,57 @@
+import { readFile, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, release, totalmem } from 'node:os';
 
-import type { AcceptRunResult } from './accepts.js';
-import type { InviteRunResult } from './invites.js';
-import type { ListRunResult, ListVariantResult } from './listing.js';
+import type { BulkResult, WorkerMemory } from './bulk.js';
+import type { ListingResult, PageResult } from './listing.js';
 import type { BenchOptions } from './options.js';
 import type { ResourceUse } from './resources.js';
+import type { SignInResult } from './sign-in.js';
 import type { BenchStack } from './stack.js';
 import { formatMs, markdownTable, type Summary } from './stats.js';
-import { TIMELINE_SEGMENTS, type InviteTimeline, type TimelineSegment } from './timeline.js';
+import type { ThroughputResult } from './throughput.js';
+import { TIMELINE_SEGMENTS, type TimelineSegment } from './timeline.js';
+
+export const RESULTS_START = '<!-- bench:results:start -->';
+export const RESULTS_END = '<!-- bench:results:end -->';
+
+/** The targets the figures are checked against, for two CPUs with everything on one machine. */
+export const TARGETS = {
+  invitationsPerSecond: 50,
+  postP99Ms: 100,
+  baselineRatio: 0.8,
+  listP99Ms: 20,
+  listSqlRatio: 2,
+  workerRssMiB: 1024,
+  /** OWASP Password Storage Cheat Sheet, argon2id minimum: 19 MiB, 2 passes, 1 lane. */
+  argon2: { memoryKiB: 19_456, timeCost: 2 },
+} as const;
+
+export interface MachineDescription {
+  cpuModel: string;
+  cpus: number;
+  memoryGiB: number;
+  kernel: string;
+  node: string;
+  postgres: string;
+  temporalServer: string;
+  temporalCli: string;
+  temporalStartedHere: boolean;
+  /** Machine CPU use in the seconds before the stack started, in % of one CPU. */
+  cpuPercentBeforeRun: number | undefined;
+}
 
 export interface BenchResults {
   startedAt: string;
   durationSeconds: number;
-  machine: {
-    cpuModel: string;
-    cpus: number;
-    memoryGiB: number;
-    kernel: string;
-    node: string;
-    postgres: string;
-    temporalServer: string;
-    /** The output of `temporal --version` when the benchmark started the dev server. */
-    temporalCli: string;
-    /** True when the benchmark started its own Temporal dev server, false for BENCH_TEMPORAL_ADDRESS. */
-    temporalStartedHere: boolean;
-    /** Machine CPU use in the seconds before the stack started, in % of one CPU. A high value means a busy machine. */
-    cpuPercentBeforeRun: number | undefined;
-  };
-  options: Omit<BenchOptions, 'adminDatabaseUrl' | 'temporalAddress'>;
-  sequential: InviteRunResult;
-  timeline: InviteTimeline;
-  throughput: InviteRunResult[];
-  accepts: AcceptRunResult;
-  listing: ListRunResult;
+  machine: MachineDescription;
+  options: Omit<BenchOptions, 'adminDatabaseUrl' | 'temporalAddress' | 'resultsPage'>;
+  bulk: BulkResult;
+  throughput: ThroughputResult;
+  signIn: SignInResult;
+  listing: ListingResult;
 }
 
-export function describeMachine(stack: BenchStack, cpuPercentBeforeRun: number | undefined): BenchResults['machine'] {
+export function describeMachine(stack: BenchStack, cpuPercentBeforeRun: number | undefined): MachineDescription {
   return {
     cpuModel: cpus()[0]?.model.trim() ?? 'unknown',
     cpus: availableParallelism(),
@@ -50,115 +66,234 @@ export function describeMachine(stack: BenchStack, cpuPercentBeforeRun: number |
   };
 }
 
-function percentiles(summary: Summary | undefined, keys: (keyof Summary)[]): string[] {
-  return keys.map((key) => formatMs(summary?.[key]));
+const ms = (summary: Summary | undefined, key: keyof Summary) => formatMs(summary?.[key]);
+const ratio = (value: number | undefined, base: number | undefined) =>
+  value === undefined || base === undefined || base === 0 ? undefined : value / base;
+const times = (value: number | undefined) => (value === undefined ? '–' : `${value.toFixed(2)}×`);
+const percent = (value: number | undefined) => (value === undefined ? '–' : value.toFixed(0));
+const mib = (value: number | undefined) => (value === undefined ? '–' : value.toFixed(0));
+const verdict = (met: boolean | undefined) => (met === undefined ? 'not measured' : met ? 'met' : 'missed');
+
+/** Reads memory and passes from an argon2 parameter string such as `argon2id$v=19$m=19456,t=2,p=1`. */
+function argon2Cost(parameters: string): { memoryKiB: number; timeCost: number } | undefined {
+  const match = /m=(\d+),t=(\d+)/.exec(parameters);
+  return match ? { memoryKiB: Number(match[1]), timeCost: Number(match[2]) } : undefined;
 }
 
-function errorText(run: { errors: { total: number } }): string {
-  return String(run.errors.total);
+function worstPageAtLargestTier(listing: ListingResult): { api: PageResult; ratio: number | undefined } | undefined {
+  const tier = listing.tiers.at(-1);
+  if (!tier || tier.pages.length === 0) {
+    return undefined;
+  }
+  const worst = tier.pages.reduce((slowest, page) => ((page.api?.p99 ?? Infinity) > (slowest.api?.p99 ?? Infinity) ? page : slowest));
+  const ratios = tier.pages.map((page) => ratio(page.api?.p99, page.sql?.p99)).filter((value): value is number => value !== undefined);
+  return { api: worst, ratio: ratios.length === 0 ? undefined : Math.max(...ratios) };
 }
 
-function listRow(variant: ListVariantResult): string[] {
+/** Renders the targets, each with the measured value, the baseline ratio and whether it is met. */
+function targetsTable(results: BenchResults): string {
+  const { throughput, listing, bulk, signIn } = results;
+  const rate = throughput.invitations.invitationsToEmailPerSecond;
+  const postP99 = throughput.invitations.latency?.p99;
+  const worst = worstPageAtLargestTier(listing);
+  const largestTier = listing.tiers.at(-1)?.members ?? 0;
+  const rss = bulk.memory.withOpenWorkflows.rssMiB;
+  const cost = argon2Cost(signIn.argon2Parameters);
+
+  const rows: string[][] = [
+    [`invitations per second (at least ${TARGETS.invitationsPerSecond}, ${throughput.durationMs / 1000} s)`, rate.toFixed(1), verdict(rate >= TARGETS.invitationsPerSecond)],
+    [`POST p99 at that rate (at most ${TARGETS.postP99Ms} ms)`, formatMs(postP99), verdict(postP99 === undefined ? undefined : postP99 <= TARGETS.postP99Ms)],
+    [`share of the baseline's rate (at least ${TARGETS.baselineRatio})`, throughput.ratio.toFixed(2), verdict(throughput.ratio >= TARGETS.baselineRatio)],
+    [
+      `list p99 of the slowest page at ${largestTier} members (at most ${TARGETS.listP99Ms} ms)`,
+      worst ? `${formatMs(worst.api.api?.p99)} (${worst.api.depth}, limit=${worst.api.limit})` : '–',
+      verdict(worst?.api.api ? worst.api.api.p99 <= TARGETS.listP99Ms : undefined),
+    ],
+    [`list p99 over the query alone, worst page (at most ${TARGETS.listSqlRatio}×)`, times(worst?.ratio), verdict(worst?.ratio === undefined ? undefined : worst.ratio <= TARGETS.listSqlRatio)],
+    [
+      `worker RSS with ${bulk.memory.withOpenWorkflows.openInvitationWorkflows} open invitation workflows (at most ${TARGETS.workerRssMiB} MiB)`,
+      `${mib(rss)} MiB`,
+      verdict(rss === undefined ? undefined : rss <= TARGETS.workerRssMiB),
+    ],
+    [
+      'argon2id cost (at least m=19456 KiB, t=2)',
+      signIn.argon2Parameters,
+      verdict(cost ? cost.memoryKiB >= TARGETS.argon2.memoryKiB && cost.timeCost >= TARGETS.argon2.timeCost : undefined),
+    ],
+    [
+      'GET p99 during 20 concurrent sign-ins, over the GET alone',
+      `${formatMs(signIn.getDuringBursts?.p99)} / ${formatMs(signIn.getAlone?.p99)} ms = ${times(ratio(signIn.getDuringBursts?.p99, signIn.getAlone?.p99))}`,
+      'no numeric target',
+    ],
+  ];
+  return markdownTable(['target', 'measured', 'verdict'], rows);
+}
+
+function memoryRow(name: string, memory: WorkerMemory, idle: WorkerMemory): string[] {
+  return [name, String(memory.openInvitationWorkflows), mib(memory.rssMiB), mib(memory.peakRssMiB), times(ratio(memory.rssMiB, idle.rssMiB))];
+}
+
+function rateRow(
+  name: string,
+  run: { done: number; errors: number; perSecond: number; call: Summary | undefined; completion: Summary | undefined },
+): string[] {
+  const keys = ['p50', 'p95', 'p99'] as const;
   return [
-    variant.name,
-    String(variant.pageSize ?? '–'),
-    String(variant.latency?.count ?? 0),
-    errorText(variant),
-    ...percentiles(variant.latency, ['p50', 'p95', 'p99', 'max']),
+    name,
+    String(run.done),
+    String(run.errors),
+    run.perSecond.toFixed(1),
+    ...keys.map((key) => ms(run.call, key)),
+    ...keys.map((key) => ms(run.completion, key)),
   ];
 }
 
-/** Renders the results as Markdown tables, the same tables BENCHMARKS.md carries. */
-export function renderTables(results: BenchResults): string {
-  const { machine, sequential, timeline, throughput, accepts, listing } = results;
-  const sections: string[] = [];
-
-  sections.push(
-    [
-      `Machine: ${machine.cpus} CPUs (${machine.cpuModel}), ${machine.memoryGiB} GiB, Linux ${machine.kernel}`,
-      `Node ${machine.node}, PostgreSQL ${machine.postgres}, Temporal Server ${machine.temporalServer} ` +
-        (machine.temporalStartedHere ? `(dev server from ${machine.temporalCli})` : '(a running Temporal Service, not started here)'),
-      `Machine CPU before the run: ${machine.cpuPercentBeforeRun?.toFixed(0) ?? '–'} % of one CPU.`,
-      `Run started ${results.startedAt} and took ${results.durationSeconds.toFixed(0)} s. All times in milliseconds.`,
-    ].join('\n'),
-  );
-
-  sections.push(
-    '1. Invite latency, sequential (time to the 202)\n\n' +
-      markdownTable(
-        ['invites', 'errors', 'p50', 'p95', 'p99', 'max', 'mean'],
-        [[String(sequential.succeeded), errorText(sequential), ...percentiles(sequential.latency, ['p50', 'p95', 'p99', 'max', 'mean'])]],
-      ),
-  );
-
-  sections.push(
-    `Where the sequential invites spend their time (${timeline.sampled} workflow histories)\n\n` +
-      markdownTable(
-        ['segment', 'p50', 'p95'],
-        (Object.keys(TIMELINE_SEGMENTS) as TimelineSegment[]).map((name) => [
-          TIMELINE_SEGMENTS[name],
-          ...percentiles(timeline.segments[name], ['p50', 'p95']),
-        ]),
-      ),
-  );
-
-  sections.push(
-    '2. Invite throughput, and time from the 202 to the email reaching the fake SendGrid\n\n' +
-      markdownTable(
-        ['concurrency', 'invites', 'errors', 'invites/s', 'latency p50', 'latency p95', 'latency p99', 'latency max', 'email p50', 'email p95', 'emails missing'],
-        throughput.map((run) => [
-          String(run.concurrency),
-          String(run.succeeded),
-          errorText(run),
-          run.invitesPerSecond.toFixed(1),
-          ...percentiles(run.latency, ['p50', 'p95', 'p99', 'max']),
-          ...percentiles(run.emailDelay, ['p50', 'p95']),
-          String(run.emailsMissing),
-        ]),
-      ),
-  );
-
-  sections.push(
-    '3. Accept latency, sequential (time to the 200), and one argon2id hash alone\n\n' +
-      markdownTable(
-        ['measured', 'samples', 'errors', 'p50', 'p95', 'max'],
-        [
-          ['POST /v1/invitations/accept', String(accepts.succeeded), errorText(accepts), ...percentiles(accepts.latency, ['p50', 'p95', 'max'])],
-          ['hashPassword() in process', String(accepts.hashOnly?.count ?? 0), '0', ...percentiles(accepts.hashOnly, ['p50', 'p95', 'max'])],
-        ],
-      ),
-  );
-
-  sections.push(
-    `4. List latency with ${listing.members.total} members ` +
-      `(${listing.members.existing} from the runs above, ${listing.members.inserted} inserted directly)\n\n` +
-      markdownTable(
-        ['request', 'members on page', 'samples', 'errors', 'p50', 'p95', 'p99', 'max'],
-        [...listing.variants.map(listRow), listRow(listing.healthz)],
-      ),
-  );
-
-  const percent = (value: number | undefined) => (value === undefined ? '–' : value.toFixed(0));
-  const resourceRow = (name: string, use: ResourceUse) => [
+function resourceRow(name: string, use: ResourceUse): string[] {
+  return [
     name,
     percent(use.benchProcessCpuPercent),
+    percent(use.workerCpuPercent),
+    percent(use.baselineWorkerCpuPercent),
     percent(use.temporalServerCpuPercent),
     percent(use.postgresCpuPercent),
     percent(use.otherCpuPercent),
     percent(use.machineCpuPercent),
     formatMs(use.eventLoopDelayP99Ms),
-    formatMs(use.eventLoopDelayMaxMs),
   ];
+}
+
+/** Renders the results as the Markdown that goes between the markers of BENCHMARKS.md. */
+export function renderResults(results: BenchResults): string {
+  const { machine, bulk, throughput, signIn, listing } = results;
+  const { invitations, baseline, timeline } = throughput;
+  const sections: string[] = [];
+
   sections.push(
-    `CPU while the requests ran, in % of one CPU (the machine has ${machine.cpus}); ` +
-      `the bench process runs the API, the worker, the load generator and the fake SendGrid\n\n` +
+    [
+      `Run started ${results.startedAt} and took ${results.durationSeconds.toFixed(0)} s: ${machine.cpus} CPUs (${machine.cpuModel}), ` +
+        `${machine.memoryGiB} GiB, Linux ${machine.kernel}, Node ${machine.node}, PostgreSQL ${machine.postgres}, ` +
+        `Temporal Server ${machine.temporalServer} ` +
+        (machine.temporalStartedHere ? `(dev server from CLI ${machine.temporalCli}).` : '(a running Temporal Service, not started here).'),
+      `Other processes used ${percent(machine.cpuPercentBeforeRun)} % of one CPU in the 3 s before the run; the CPU table below gives their share during each benchmark.`,
+      'All times are in milliseconds.',
+    ].join(' '),
+  );
+
+  sections.push(`### Targets\n\n${targetsTable(results)}`);
+
+  sections.push(
+    `### Invitation throughput, ${throughput.durationMs / 1000} s from ${throughput.concurrency} loops, against the baseline\n\n` +
       markdownTable(
-        ['run', 'bench process', 'Temporal server', 'Postgres', 'other processes', 'machine', 'event-loop delay p99', 'event-loop delay max'],
+        ['run', 'done', 'errors', 'per second', 'call p50', 'call p95', 'call p99', 'to completion p50', 'to completion p95', 'to completion p99'],
         [
-          resourceRow('sequential invites', sequential.resources),
-          ...throughput.map((run) => resourceRow(`invites at concurrency ${run.concurrency}`, run.resources)),
-          resourceRow('sequential accepts', accepts.resources),
-          resourceRow('list and health requests', listing.resources),
+          rateRow('invites: POST, then the email at the fake SendGrid', {
+            done: invitations.succeeded - invitations.emailsMissing,
+            errors: invitations.errors.total + invitations.emailsMissing,
+            perSecond: invitations.invitationsToEmailPerSecond,
+            call: invitations.latency,
+            completion: invitations.inviteToEmail,
+          }),
+          rateRow("baseline: start, then the no-op workflow's result", {
+            done: baseline.completed,
+            errors: baseline.errors.total,
+            perSecond: baseline.workflowsPerSecond,
+            call: baseline.startLatency,
+            completion: baseline.startToCompletion,
+          }),
+        ],
+      ) +
+      `\n\nRatio of the rates: ${throughput.ratio.toFixed(2)}. The API answered ${invitations.invitesPerSecond.toFixed(1)} invites per second.`,
+  );
+
+  sections.push(
+    `Where the first ${timeline.sampled} invites of that run spent their time, from their workflow histories\n\n` +
+      markdownTable(
+        ['segment', 'p50', 'p95'],
+        (Object.keys(TIMELINE_SEGMENTS) as TimelineSegment[]).map((name) => [TIMELINE_SEGMENTS[name], ms(timeline.segments[name], 'p50'), ms(timeline.segments[name], 'p95')]),
+      ),
+  );
+
+  sections.push(
+    `### Bulk onboarding and worker memory\n\n` +
+      markdownTable(
+        ['invitations', 'batches', 'wall time (s)', 'invited', 'not invited', 'lost (invitation / email)', 'duplicated (invitation / email)', 'errors'],
+        [
+          [
+            String(bulk.invitations),
+            String(bulk.batches),
+            bulk.wallSeconds.toFixed(1),
+            String(bulk.invited),
+            JSON.stringify(bulk.notInvited),
+            `${bulk.lost.invitations} / ${bulk.lost.emails}`,
+            `${bulk.duplicated.invitations} / ${bulk.duplicated.emails}`,
+            String(bulk.errors.total),
+          ],
+        ],
+      ) +
+      '\n\nThe worker process\'s resident memory (VmRSS and its peak VmHWM from /proc, in MiB), against the idle worker:\n\n' +
+      markdownTable(
+        ['when', 'open invitation workflows', 'RSS', 'peak RSS', 'RSS over idle'],
+        [
+          memoryRow('idle, after start-up', bulk.memory.idle, bulk.memory.idle),
+          memoryRow('bulk invitations waiting on their timers', bulk.memory.withOpenWorkflows, bulk.memory.idle),
+          memoryRow('after revoking them all', bulk.memory.afterCompletion, bulk.memory.idle),
+        ],
+      ) +
+      `\n\nRevoking the ${bulk.revoke.count} invitations through the API took ${bulk.revoke.wallSeconds.toFixed(1)} s, with ${bulk.revoke.errors} errors.`,
+  );
+
+  sections.push(
+    `### Sign-in (argon2id ${signIn.argon2Parameters}, ${signIn.hashConcurrency} hash at a time)\n\n` +
+      markdownTable(
+        ['measured', 'samples', 'p50', 'p95', 'p99', 'max'],
+        [
+          ['POST /v1/auth/login, one after another', signIn.login],
+          ['baseline: verifyPassword() alone in process', signIn.verifyOnly],
+          [`POST /v1/auth/login, ${signIn.bursts} bursts of 20 at once`, signIn.burstLogin],
+          ['GET …/users?limit=50 alone', signIn.getAlone],
+          ['GET …/users?limit=50 during the bursts', signIn.getDuringBursts],
+        ].map(([name, summary]) => [name as string, String((summary as Summary | undefined)?.count ?? 0), ...(['p50', 'p95', 'p99', 'max'] as const).map((key) => ms(summary as Summary | undefined, key))]),
+      ) +
+      `\n\nSign-in p50 over verification alone: ${times(ratio(signIn.login?.p50, signIn.verifyOnly?.p50))}. Errors: ${signIn.errors.total}.`,
+  );
+
+  const pageRows = listing.tiers.flatMap((tier) =>
+    tier.pages.map((page) => [
+      String(tier.members),
+      `${page.depth}, limit=${page.limit}`,
+      String(page.offset),
+      ms(page.api, 'p50'),
+      ms(page.api, 'p99'),
+      ms(page.sql, 'p50'),
+      ms(page.sql, 'p99'),
+      times(ratio(page.api?.p99, page.sql?.p99)),
+      page.plan.indexes.join(', ') || 'none',
+      page.plan.scansOrSorts ? 'yes' : 'no',
+      String(page.plan.sharedBuffers),
+    ]),
+  );
+  sections.push(
+    `### Member list, ${listing.requests} requests per page\n\n` +
+      markdownTable(
+        ['members', 'page', 'members before', 'API p50', 'API p99', 'query p50', 'query p99', 'API p99 over query p99', 'indexes in the plan', 'seq scan or sort', 'buffers'],
+        pageRows,
+      ) +
+      '\n\nFilling the environment: ' +
+      listing.tiers.map((tier) => `${tier.insertSeconds.toFixed(1)} s up to ${tier.members} members`).join(', ') +
+      '.',
+  );
+
+  sections.push(
+    `### CPU during each benchmark\n\nIn % of one CPU, so the machine tops out at ${machine.cpus * 100}. "bench" is this process (the API, the load generator and the fake SendGrid). ` +
+      '"other" is the machine\'s busy time minus the listed processes: the load from other people\'s work on this shared machine.\n\n' +
+      markdownTable(
+        ['benchmark', 'bench', 'worker', 'baseline worker', 'Temporal', 'Postgres', 'other', 'machine', 'event-loop delay p99'],
+        [
+          resourceRow('bulk onboarding', bulk.resources),
+          resourceRow('invitation throughput', invitations.resources),
+          resourceRow('baseline', baseline.resources),
+          resourceRow('sign-in', signIn.resources),
+          ...listing.tiers.map((tier) => resourceRow(`list, ${tier.members} members`, tier.resources)),
         ],
       ),
   );
@@ -166,29 +301,65 @@ export function renderTables(results: BenchResults): string {
   return `${sections.join('\n\n')}\n`;
 }
 
-/** Counts the failed requests and missing emails. A run with failures should not be quoted. */
+const round = (_key: string, value: unknown) => (typeof value === 'number' && !Number.isInteger(value) ? Math.round(value * 100) / 100 : value);
+
+/** Returns one JSON line per benchmark, without the per-invite records. */
+export function resultLines(results: BenchResults): string[] {
+  const { invites: _invites, ...invitations } = results.throughput.invitations;
+  const common = { startedAt: results.startedAt, machine: results.machine };
+  const { memory, revoke, ...bulk } = results.bulk;
+  return [
+    { benchmark: 'invitation-throughput', ...common, ...results.throughput, invitations, targets: TARGETS },
+    { benchmark: 'bulk-onboarding', ...common, ...bulk },
+    { benchmark: 'worker-memory', ...common, ...memory, revoke },
+    { benchmark: 'listing', ...common, ...results.listing },
+    { benchmark: 'sign-in', ...common, ...results.signIn },
+  ].map((line) => JSON.stringify(line, round));
+}
+
+/** Counts failed requests, lost or duplicated invitations and missing emails. A run with failures should not be quoted. */
 export function countFailures(results: BenchResults): number {
-  const runs = [results.sequential, ...results.throughput];
+  const { throughput, bulk, signIn, listing } = results;
   return (
-    runs.reduce((sum, run) => sum + run.errors.total + run.emailsMissing, 0) +
-    results.accepts.errors.total +
-    [...results.listing.variants, results.listing.healthz].reduce((sum, variant) => sum + variant.errors.total, 0)
+    throughput.invitations.errors.total +
+    throughput.invitations.emailsMissing +
+    throughput.baseline.errors.total +
+    bulk.errors.total +
+    bulk.lost.invitations +
+    bulk.lost.emails +
+    bulk.duplicated.invitations +
+    bulk.duplicated.emails +
+    signIn.errors.total +
+    listing.tiers.reduce((sum, tier) => sum + tier.pages.reduce((pages, page) => pages + page.apiErrors.total, 0), 0)
   );
 }
 
-/** Returns the largest CPU share, in % of one CPU, that processes outside the benchmark used during a run. */
+/** Returns the largest CPU share, in % of one CPU, that processes outside the benchmark used during a benchmark. */
 export function maxOtherCpuPercent(results: BenchResults): number | undefined {
-  const uses = [results.sequential, ...results.throughput, results.accepts, results.listing].map((run) => run.resources.otherCpuPercent);
+  const uses = [
+    results.bulk.resources,
+    results.throughput.invitations.resources,
+    results.throughput.baseline.resources,
+    results.signIn.resources,
+    ...results.listing.tiers.map((tier) => tier.resources),
+  ].map((use) => use.otherCpuPercent);
   const known = uses.filter((use): use is number => use !== undefined);
   return known.length === 0 ? undefined : Math.max(...known);
 }
 
-/** Formats the results as JSON, without the per-invite records, with fractions rounded to two decimals. */
-export function resultsJson(results: BenchResults): string {
-  const withoutRecords = (run: InviteRunResult) => ({ ...run, invites: undefined });
-  return JSON.stringify(
-    { ...results, sequential: withoutRecords(results.sequential), throughput: results.throughput.map(withoutRecords) },
-    (_key, value: unknown) => (typeof value === 'number' && !Number.isInteger(value) ? Math.round(value * 100) / 100 : value),
-    2,
-  );
+/** Returns the page with the positions of its result markers. Throws when a marker is missing, so a run can check before it starts. */
+export async function readResultsPage(path: string): Promise<{ page: string; start: number; end: number }> {
+  const page = await readFile(path, 'utf8');
+  const start = page.indexOf(RESULTS_START);
+  const end = page.indexOf(RESULTS_END);
+  if (start === -1 || end < start) {
+    throw new Error(`${path} has no "${RESULTS_START}" … "${RESULTS_END}" section for the results; add both markers on lines of their own, or pass --no-write.`);
+  }
+  return { page, start, end };
+}
+
+/** Replaces the text between the result markers of the page with `markdown`. */
+export async function writeResultsPage(path: string, markdown: string): Promise<void> {
+  const { page, start, end } = await readResultsPage(path);
+  await writeFile(path, `${page.slice(0, start + RESULTS_START.length)}\n\n${markdown}\n${page.slice(end)}`);
 }

@@ -8,8 +8,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
  * the stack, so a figure well above zero means something outside the benchmark competed for the CPUs.
  */
 export interface ResourceUse {
-  /** This process: the API, the worker, the load generator and the fake SendGrid. */
+  /** This process: the API, the load generator and the fake SendGrid. */
   benchProcessCpuPercent: number | undefined;
+  /** The product's worker process, and the baseline's worker process. */
+  workerCpuPercent: number | undefined;
+  baselineWorkerCpuPercent: number | undefined;
   temporalServerCpuPercent: number | undefined;
   /** The Postgres backends connected to the benchmark's database. */
   postgresCpuPercent: number | undefined;
@@ -23,6 +26,8 @@ export interface ResourceUse {
 /** Processes of the stack, apart from this one, whose CPU time the figures split out. */
 export interface CpuSources {
   temporalServerPid: number | undefined;
+  workerPid: number;
+  baselineWorkerPid: number;
   /** Returns the process ids of the Postgres backends of the benchmark's database. */
   postgresPids: () => Promise<number[]>;
 }
@@ -55,6 +60,22 @@ function readProcessTicks(pid: number): number | undefined {
     // The command name may contain spaces, so the fields are counted from its closing bracket.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Returns a process's resident memory (VmRSS) and its peak (VmHWM) in MiB from /proc/<pid>/status,
+ * or undefined when the process is gone or there is no /proc.
+ */
+export function readResidentMemory(pid: number): { rssMiB: number; peakRssMiB: number } | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]);
+    const rss = kib('VmRSS');
+    const peak = kib('VmHWM');
+    return Number.isFinite(rss) && Number.isFinite(peak) ? { rssMiB: rss / 1024, peakRssMiB: peak / 1024 } : undefined;
   } catch {
     return undefined;
   }
@@ -107,6 +128,8 @@ export async function measureResources(sources: CpuSources): Promise<() => Promi
   const machineAtStart = readMachineTicks();
   const selfAtStart = readProcessTicks(process.pid);
   const temporalAtStart = sources.temporalServerPid === undefined ? undefined : readProcessTicks(sources.temporalServerPid);
+  const workerAtStart = readProcessTicks(sources.workerPid);
+  const baselineAtStart = readProcessTicks(sources.baselineWorkerPid);
   const postgresAtStart = await readPostgresTicks(sources);
   const loopDelay = monitorEventLoopDelay({ resolution: 10 });
   loopDelay.enable();
@@ -116,12 +139,14 @@ export async function measureResources(sources: CpuSources): Promise<() => Promi
     const machineAtEnd = readMachineTicks();
     const selfAtEnd = readProcessTicks(process.pid);
     const temporalAtEnd = sources.temporalServerPid === undefined ? undefined : readProcessTicks(sources.temporalServerPid);
+    const workerAtEnd = readProcessTicks(sources.workerPid);
+    const baselineAtEnd = readProcessTicks(sources.baselineWorkerPid);
     const postgresAtEnd = await readPostgresTicks(sources);
 
     const delay = { eventLoopDelayP99Ms: loopDelay.percentile(99) / 1e6, eventLoopDelayMaxMs: loopDelay.max / 1e6 };
     if (!machineAtStart || !machineAtEnd || machineAtEnd.total <= machineAtStart.total) {
       const none = undefined;
-      return { benchProcessCpuPercent: none, temporalServerCpuPercent: none, postgresCpuPercent: none, otherCpuPercent: none, machineCpuPercent: none, ...delay };
+      return { benchProcessCpuPercent: none, workerCpuPercent: none, baselineWorkerCpuPercent: none, temporalServerCpuPercent: none, postgresCpuPercent: none, otherCpuPercent: none, machineCpuPercent: none, ...delay };
     }
 
     // Clock ticks per CPU that passed, so that ticks divided by it are a share of one CPU.
@@ -139,12 +164,19 @@ export async function measureResources(sources: CpuSources): Promise<() => Promi
     const machine = percent(machineAtEnd.busy - machineAtStart.busy);
     const bench = delta(selfAtEnd, selfAtStart);
     const temporal = delta(temporalAtEnd, temporalAtStart);
+    const worker = delta(workerAtEnd, workerAtStart);
+    const baseline = delta(baselineAtEnd, baselineAtStart);
     const postgres = percent(postgresTicks);
+    const parts = [bench, worker, baseline, temporal];
     return {
       benchProcessCpuPercent: bench,
+      workerCpuPercent: worker,
+      baselineWorkerCpuPercent: baseline,
       temporalServerCpuPercent: temporal,
       postgresCpuPercent: postgres,
-      otherCpuPercent: bench === undefined || temporal === undefined ? undefined : Math.max(0, machine - bench - temporal - postgres),
+      otherCpuPercent: parts.some((part) => part === undefined)
+        ? undefined
+        : Math.max(0, machine - postgres - parts.reduce<number>((sum, part) => sum + part!, 0)),
       machineCpuPercent: machine,
       ...delay,
     };

@@ -14,12 +14,11 @@ import { createApp } from '../api/app.js';
 import { createAccount, createApiKey, ensureActiveMember, findEnvironment } from '../db/bootstrap.js';
 import { createDatabase, migrateToLatest } from '../db/connection.js';
 import { loadConfig, type Config } from '../lib/config.js';
-import { createEmailSender } from '../lib/email/index.js';
 import { redactDatabaseUrl } from '../scripts/database-config.js';
 import { findOrBuildTemporalCli, temporalCliVersion } from '../scripts/temporal-cli.js';
 import { startCliDevServer } from '../scripts/temporal-dev-server.js';
 import { FakeSendgrid } from '../test/support/fake-sendgrid.js';
-import { connectWorker, createWorker } from '../worker/create-worker.js';
+import { WorkerProcess } from '../test/support/worker-process.js';
 import { installTemporalRuntime } from '../worker/temporal-logger.js';
 import type { Cleanup } from './cleanup.js';
 import { findChildProcess, type CpuSources } from './resources.js';
@@ -27,8 +26,14 @@ import { findChildProcess, type CpuSources } from './resources.js';
 const LOOPBACK = '127.0.0.1';
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const TEMPORAL_READY_TIMEOUT_MS = 60_000;
+const BASELINE_WORKER = fileURLToPath(new URL('./baseline/worker.ts', import.meta.url));
 
-export const BENCH_ACCOUNT = { id: 'bench', name: 'Benchmark', environment: 'sandbox' } as const;
+/**
+ * The benchmark's account. Invites and sign-ins use `environment`; the list benchmark fills
+ * `listingEnvironment`, so that its member counts are exact whatever ran before.
+ */
+export const BENCH_ACCOUNT = { id: 'bench', name: 'Benchmark', environment: 'sandbox', listingEnvironment: 'listing' } as const;
+export const BASELINE_TASK_QUEUE = 'bench-baseline';
 
 /** Everything the measurements need from the running stack. */
 export interface BenchStack {
@@ -42,6 +47,11 @@ export interface BenchStack {
   environmentId: string;
   /** API key of an administrator of the benchmark environment. */
   adminKey: string;
+  listingEnvironmentId: string;
+  /** API key of the same administrator in the listing environment. */
+  listingAdminKey: string;
+  /** The worker's child process, whose resident memory the worker-memory benchmark reads. */
+  workerPid: number;
   databaseName: string;
   postgresVersion: string;
   temporalAddress: string;
@@ -143,9 +153,9 @@ async function startTemporal(
 /**
  * Starts the whole service on loopback: a Temporal dev server with in-memory state (unless
  * `temporalAddress` names a running one), a database of its own on the Postgres server at
- * `adminDatabaseUrl`, a fake SendGrid, a worker and the API. Each part
- * registers its stop step on `cleanup` as soon as it runs, so a failure half-way still stops the rest.
- * `onFatal` receives a Temporal server or worker that stopped on its own.
+ * `adminDatabaseUrl`, a fake SendGrid, the worker and the baseline worker in child processes, and
+ * the API in this process. Each part registers its stop step on `cleanup` as soon as it runs, so a failure half-way still stops the rest.
+ * `onFatal` receives a Temporal server that stopped on its own.
  */
 export async function startStack(input: {
   adminDatabaseUrl: string;
@@ -176,7 +186,7 @@ export async function startStack(input: {
   cleanup.add('API server', 10_000, () => closeServer(server));
   const baseUrl = `http://${LOOPBACK}:${port}`;
 
-  const config = loadConfig({
+  const appEnv: Record<string, string> = {
     NODE_ENV: 'production',
     LOG_LEVEL: 'info',
     APP_BASE_URL: baseUrl,
@@ -190,70 +200,61 @@ export async function startStack(input: {
     SENDGRID_API_KEY: 'SG.bench-key',
     SENDGRID_API_URL: sendgrid.url,
     EMAIL_FROM: 'invitations@bench.example',
-    // Every request comes from 127.0.0.1, so the per-address limit on the accept route is lifted.
+    // Every request comes from 127.0.0.1, so the per-address limits on the accept and sign-in routes
+    // are lifted, and the sign-in benchmark signs the same people in many times.
     TOKEN_RATE_LIMIT_PER_MINUTE: '100000',
-  });
+    LOGIN_RATE_LIMIT_PER_EMAIL: '100000',
+    LOGIN_RATE_LIMIT_PER_IP: '100000',
+  };
+  const config = loadConfig(appEnv);
 
   // Logs go to a file at the production level, so that their cost is part of the figures but not of stdout.
+  // The worker's logs go to its pipe, which the bench process reads and drops.
   const logger = pino(
     { name: 'lifecycle-bench', level: config.logLevel, redact: { paths: ['req.headers.authorization'], censor: '[Redacted]' } },
     pino.destination({ dest: join(workDir, 'lifecycle.log'), sync: true }),
   );
   installTemporalRuntime(logger);
 
-  // The API and the worker are separate processes in production, each with its own pool.
+  // The worker runs in its own process, as in production, so that its memory and CPU can be read apart.
   const db = createDatabase({ url: config.databaseUrl, poolMax: config.databasePoolMax });
   cleanup.add('API database pool', 5_000, () => db.destroy());
-  const workerDb = createDatabase({ url: config.databaseUrl, poolMax: config.databasePoolMax });
-  cleanup.add('worker database pool', 5_000, () => workerDb.destroy());
   await migrateToLatest(db);
   const postgresVersion = (await db.raw('SHOW server_version')).rows[0].server_version as string;
 
-  await createAccount(db, { id: BENCH_ACCOUNT.id, name: BENCH_ACCOUNT.name, environments: [BENCH_ACCOUNT.environment] });
+  await createAccount(db, {
+    id: BENCH_ACCOUNT.id,
+    name: BENCH_ACCOUNT.name,
+    environments: [BENCH_ACCOUNT.environment, BENCH_ACCOUNT.listingEnvironment],
+  });
   const environmentId = (await findEnvironment(db, BENCH_ACCOUNT.id, BENCH_ACCOUNT.environment))!.id;
-  const admin = await ensureActiveMember(db, {
-    accountId: BENCH_ACCOUNT.id,
-    environmentId,
-    email: 'admin@bench.example',
-    roles: ['administrator'],
-  });
-  const { key: adminKey } = await createApiKey(db, {
-    userId: admin.userId,
-    accountId: BENCH_ACCOUNT.id,
-    environmentId,
-    name: 'benchmark',
-  });
+  const listingEnvironmentId = (await findEnvironment(db, BENCH_ACCOUNT.id, BENCH_ACCOUNT.listingEnvironment))!.id;
+  const adminKeys: string[] = [];
+  for (const id of [environmentId, listingEnvironmentId]) {
+    const admin = await ensureActiveMember(db, { accountId: BENCH_ACCOUNT.id, environmentId: id, email: 'admin@bench.example', roles: ['administrator'] });
+    const { key } = await createApiKey(db, { userId: admin.userId, accountId: BENCH_ACCOUNT.id, environmentId: id, name: 'benchmark' });
+    adminKeys.push(key);
+  }
 
   const clientConnection = await Connection.connect({ address: config.temporal.address });
   cleanup.addLast('Temporal client connection', 5_000, () => clientConnection.close());
   const client = new Client({ connection: clientConnection, namespace: config.temporal.namespace });
   const { serverVersion } = await clientConnection.workflowService.getSystemInfo({});
 
-  progress('bundling the workflow code and starting the worker');
-  const workerConnection = await connectWorker(config);
-  cleanup.add('Temporal worker connection', 5_000, () => workerConnection.close());
-  const worker = await createWorker({
-    config,
-    db: workerDb,
-    email: createEmailSender(config, logger),
-    logger,
-    connection: workerConnection,
-    temporal: client,
-  });
-  let stoppingWorker = false;
-  const workerRun = worker.run();
-  workerRun.catch((error: unknown) => {
-    if (!stoppingWorker) {
-      input.onFatal(new Error(`The worker stopped: ${(error as Error).message}`));
-    }
-  });
-  cleanup.add('worker', 20_000, async () => {
-    stoppingWorker = true;
-    if (worker.getState() === 'RUNNING') {
-      worker.shutdown();
-    }
-    await workerRun;
-  });
+  progress('starting the worker and the baseline worker, each in its own process (both bundle workflow code)');
+  const worker = new WorkerProcess(appEnv);
+  const baselineWorker = new WorkerProcess(
+    {
+      TEMPORAL_ADDRESS: config.temporal.address,
+      BASELINE_TASK_QUEUE,
+      // The product worker's bound on concurrent activities, from createWorker.
+      MAX_ACTIVITIES: String(Math.max(4, config.databasePoolMax * 2)),
+    },
+    BASELINE_WORKER,
+  );
+  cleanup.add('worker process', 20_000, () => worker.stop());
+  cleanup.add('baseline worker process', 20_000, () => baselineWorker.stop());
+  await Promise.all([worker.start(), baselineWorker.start()]);
 
   server.on('request', createApp({ config, db, temporal: client, logger }));
   progress(`API listening on ${baseUrl}`);
@@ -265,7 +266,10 @@ export async function startStack(input: {
     temporal: client,
     sendgrid,
     environmentId,
-    adminKey,
+    adminKey: adminKeys[0]!,
+    listingEnvironmentId,
+    listingAdminKey: adminKeys[1]!,
+    workerPid: worker.pid!,
     databaseName: database.name,
     postgresVersion,
     temporalAddress: temporal.address,
@@ -274,6 +278,8 @@ export async function startStack(input: {
     temporalCliVersion: temporal.cliVersion,
     cpuSources: {
       temporalServerPid: temporal.startedHere ? findChildProcess('temporal') : undefined,
+      workerPid: worker.pid!,
+      baselineWorkerPid: baselineWorker.pid!,
       postgresPids: async () => {
         const result = await db.raw('SELECT pid FROM pg_stat_activity WHERE datname = current_database()');
         return (result.rows as { pid: number }[]).map((row) => row.pid);

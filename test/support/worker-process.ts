@@ -3,16 +3,27 @@ import { fileURLToPath } from 'node:url';
 
 const WORKER_MAIN = fileURLToPath(new URL('../../worker/main.ts', import.meta.url));
 
-/** The production worker entry point in a child process, so a test can kill it as a crash would. */
+/**
+ * The production worker entry point in a child process, so a test can kill it as a crash would. The
+ * benchmark also runs its baseline worker this way, by passing another entry point that logs "worker started".
+ */
 export class WorkerProcess {
   private child?: ChildProcess;
   readonly output: string[] = [];
 
-  constructor(private readonly env: Record<string, string>) {}
+  constructor(
+    private readonly env: Record<string, string>,
+    private readonly entryPoint: string = WORKER_MAIN,
+  ) {}
+
+  /** The child's process id, once started. */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
 
   /** Starts the worker and resolves once it logs that it is polling, within 60 s. */
   async start(): Promise<void> {
-    const child = spawn(process.execPath, ['--import', 'tsx', WORKER_MAIN], {
+    const child = spawn(process.execPath, ['--import', 'tsx', this.entryPoint], {
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...this.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -1,25 +1,32 @@
 import { performance } from 'node:perf_hooks';
 
-import { runAccepts } from './accepts.js';
+import { readWorkerMemory, runBulk } from './bulk.js';
 import { Cleanup } from './cleanup.js';
 import { DeliveryClock } from './deliveries.js';
-import { runInvites, type BenchContext } from './invites.js';
+import type { BenchContext } from './invites.js';
 import { runListing } from './listing.js';
 import { parseBenchOptions, USAGE, UsageError, type BenchOptions } from './options.js';
-import { countFailures, describeMachine, maxOtherCpuPercent, renderTables, resultsJson, type BenchResults } from './report.js';
+import {
+  countFailures,
+  describeMachine,
+  maxOtherCpuPercent,
+  readResultsPage,
+  renderResults,
+  resultLines,
+  writeResultsPage,
+  type BenchResults,
+} from './report.js';
 import { sampleMachineCpu } from './resources.js';
+import { runSignIn } from './sign-in.js';
 import { createWorkDir, removeWorkDir, startStack } from './stack.js';
-import { inviteTimeline } from './timeline.js';
+import { runThroughput } from './throughput.js';
 
 /**
- * `npm run bench`: measures invites, accepts and member lists over HTTP against the whole service,
- * started in this process on loopback. BENCHMARKS.md describes the method and carries the figures.
+ * `npm run bench`: the benchmark suite. It starts the whole service on loopback, runs bulk onboarding
+ * with the worker's memory, invitation throughput against a bare Temporal baseline, sign-in and member
+ * lists, prints one JSON line per benchmark and writes the tables into BENCHMARKS.md.
  */
 
-/** Unmeasured invites first, so that the first measured one does not pay for cold caches and connections. */
-const WARMUP_INVITES = 10;
-/** Unmeasured accepts first. Their invitations come from the warm-up invites. */
-const WARMUP_ACCEPTS = 3;
 /** How long the machine's CPU use is sampled before the run, and the CPU use of other processes above which a warning is printed. */
 const IDLE_SAMPLE_MS = 3_000;
 const BUSY_MACHINE_PERCENT = 20;
@@ -33,48 +40,30 @@ async function measure(context: BenchContext, options: BenchOptions, cpuPercentB
   const startedAt = new Date();
   const clockStart = performance.now();
 
-  progress(`warm-up: ${WARMUP_INVITES} invites`);
-  const warmup = await runInvites(context, { label: 'warmup', count: WARMUP_INVITES, concurrency: 1 });
-  signal.throwIfAborted();
-  if (warmup.succeeded < WARMUP_ACCEPTS) {
-    throw new Error(`The warm-up invites failed: ${JSON.stringify(warmup.errors)}`);
-  }
-
-  progress(`1. ${options.sequentialInvites} sequential invites`);
-  const sequential = await runInvites(context, { label: 'sequential', count: options.sequentialInvites, concurrency: 1 });
-  signal.throwIfAborted();
-  progress(`   reading ${sequential.invites.length} workflow histories`);
-  const timeline = await inviteTimeline(stack.temporal, sequential.invites, signal);
+  // Bulk onboarding runs first, so that its invitations are the only open ones when the worker's memory is read.
+  const idleMemory = await readWorkerMemory(context);
+  const bulk = await runBulk(context, { count: options.bulkInvitations, idleMemory, progress });
   signal.throwIfAborted();
 
-  const throughput = [];
-  for (const concurrency of options.concurrencies) {
-    progress(`2. ${options.throughputInvites} invites at concurrency ${concurrency}`);
-    throughput.push(await runInvites(context, { label: `concurrency-${concurrency}`, count: options.throughputInvites, concurrency }));
-    signal.throwIfAborted();
-  }
-
-  progress(`3. ${options.accepts} sequential accepts`);
-  const accepts = await runAccepts(context, {
-    warmup: warmup.invites.slice(0, WARMUP_ACCEPTS),
-    measured: sequential.invites.slice(0, options.accepts),
-  });
+  const throughput = await runThroughput(context, { durationMs: options.throughputMs, concurrency: options.concurrency, progress });
   signal.throwIfAborted();
 
-  progress(`4. member lists with ${options.listMembers} members, ${options.listRequests} requests each`);
-  const listing = await runListing(context, { members: options.listMembers, requests: options.listRequests });
+  progress(`sign-in: ${options.signInRequests} sign-ins, then ${options.signInBursts} bursts of 20`);
+  const signIn = await runSignIn(context, { requests: options.signInRequests, bursts: options.signInBursts });
   signal.throwIfAborted();
 
-  const { adminDatabaseUrl: _adminDatabaseUrl, temporalAddress: _temporalAddress, ...counts } = options;
+  const listing = await runListing(context, { tiers: options.listTiers, requests: options.listRequests, progress });
+  signal.throwIfAborted();
+
+  const { adminDatabaseUrl: _adminDatabaseUrl, temporalAddress: _temporalAddress, resultsPage: _resultsPage, ...settings } = options;
   return {
     startedAt: startedAt.toISOString(),
     durationSeconds: (performance.now() - clockStart) / 1000,
     machine: describeMachine(stack, cpuPercentBeforeRun),
-    options: counts,
-    sequential,
-    timeline,
+    options: settings,
+    bulk,
     throughput,
-    accepts,
+    signIn,
     listing,
   };
 }
@@ -93,6 +82,15 @@ async function main(): Promise<number> {
   if (!options) {
     process.stdout.write(USAGE);
     return 0;
+  }
+
+  if (options.resultsPage) {
+    try {
+      await readResultsPage(options.resultsPage);
+    } catch (error) {
+      process.stderr.write(`${(error as Error).message}\n`);
+      return 1;
+    }
   }
 
   const controller = new AbortController();
@@ -129,11 +127,17 @@ async function main(): Promise<number> {
 
     const context = { stack, deliveries: new DeliveryClock(stack.sendgrid), signal: controller.signal };
     const results = await measure(context, options, before?.percent);
-    process.stdout.write(`${renderTables(results)}\nResults as JSON:\n${resultsJson(results)}\n`);
+    const markdown = renderResults(results);
+    process.stdout.write(`${resultLines(results).join('\n')}\n`);
+    progress(`results:\n${markdown}`);
+    if (options.resultsPage) {
+      await writeResultsPage(options.resultsPage, markdown);
+      progress(`wrote the results into ${options.resultsPage}`);
+    }
 
     const failures = countFailures(results);
     if (failures > 0) {
-      progress(`${failures} requests failed or emails did not arrive; the tables count them per row. Do not quote these figures.`);
+      progress(`${failures} requests failed, or invitations or emails were lost or duplicated; the tables count them. Do not quote these figures.`);
     }
     const otherCpu = maxOtherCpuPercent(results);
     if (otherCpu !== undefined && otherCpu > BUSY_MACHINE_PERCENT) {

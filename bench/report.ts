@@ -6,6 +6,7 @@ import type { ListingResult, PageResult } from './listing.js';
 import type { BenchOptions } from './options.js';
 import type { ResourceUse } from './resources.js';
 import type { SignInResult } from './sign-in.js';
+import type { SsoResult } from './sso.js';
 import type { BenchStack } from './stack.js';
 import { formatMs, markdownTable, type Summary } from './stats.js';
 import type { ThroughputResult } from './throughput.js';
@@ -48,6 +49,7 @@ export interface BenchResults {
   bulk: BulkResult;
   throughput: ThroughputResult;
   signIn: SignInResult;
+  sso: SsoResult;
   listing: ListingResult;
 }
 
@@ -164,7 +166,7 @@ function resourceRow(name: string, use: ResourceUse): string[] {
 
 /** Renders the results as the Markdown that goes between the markers of BENCHMARKS.md. */
 export function renderResults(results: BenchResults): string {
-  const { machine, bulk, throughput, signIn, listing } = results;
+  const { machine, bulk, throughput, signIn, sso, listing } = results;
   const { invitations, baseline, timeline } = throughput;
   const sections: string[] = [];
 
@@ -252,9 +254,13 @@ export function renderResults(results: BenchResults): string {
           [`POST /v1/auth/login, ${signIn.bursts} bursts of 20 at once`, signIn.burstLogin],
           ['GET …/users?limit=50 alone', signIn.getAlone],
           ['GET …/users?limit=50 during the bursts', signIn.getDuringBursts],
+          ['GET /v1/auth/sso/callback (Okta connection, local provider)', sso.callback],
+          ["baseline: the provider's token endpoint alone", sso.tokenEndpointOnly],
         ].map(([name, summary]) => [name as string, String((summary as Summary | undefined)?.count ?? 0), ...(['p50', 'p95', 'p99', 'max'] as const).map((key) => ms(summary as Summary | undefined, key))]),
       ) +
-      `\n\nSign-in p50 over verification alone: ${times(ratio(signIn.login?.p50, signIn.verifyOnly?.p50))}. Errors: ${signIn.errors.total}.`,
+      `\n\nSign-in p50 over verification alone: ${times(ratio(signIn.login?.p50, signIn.verifyOnly?.p50))}. ` +
+      `SSO callback p50 over the token endpoint alone: ${times(ratio(sso.callback?.p50, sso.tokenEndpointOnly?.p50))}. ` +
+      `Errors: ${signIn.errors.total + sso.errors.total}.`,
   );
 
   const pageRows = listing.tiers.flatMap((tier) =>
@@ -313,7 +319,7 @@ export function resultLines(results: BenchResults): string[] {
     { benchmark: 'bulk-onboarding', ...common, ...bulk },
     { benchmark: 'worker-memory', ...common, ...memory, revoke },
     { benchmark: 'listing', ...common, ...results.listing },
-    { benchmark: 'sign-in', ...common, ...results.signIn },
+    { benchmark: 'sign-in', ...common, ...results.signIn, sso: results.sso },
   ].map((line) => JSON.stringify(line, round));
 }
 
@@ -330,6 +336,7 @@ export function countFailures(results: BenchResults): number {
     bulk.duplicated.invitations +
     bulk.duplicated.emails +
     signIn.errors.total +
+    results.sso.errors.total +
     listing.tiers.reduce((sum, tier) => sum + tier.pages.reduce((pages, page) => pages + page.apiErrors.total, 0), 0)
   );
 }

@@ -12,6 +12,8 @@ const PASSWORD = 'correct horse battery staple';
 const WARMUP_REQUESTS = 5;
 /** Concurrent sign-ins in one burst, as the target sets it. */
 const BURST_SIZE = 20;
+/** The people the sign-in benchmarks use, active members of the benchmark environment. */
+export const SIGN_IN_EMAILS = Array.from({ length: BURST_SIZE }, (_, index) => `signin-${index}@bench.example`);
 
 export interface SignInResult {
   /** The argon2id parameters in use, read from a stored hash. */
@@ -44,7 +46,7 @@ export async function runSignIn(context: BenchContext, input: { requests: number
 
   // People with a password and an active membership; each sign-in of the burst uses another one.
   const passwordHash = await hashPassword(PASSWORD);
-  const emails = Array.from({ length: BURST_SIZE }, (_, index) => `signin-${index}@bench.example`);
+  const emails = SIGN_IN_EMAILS;
   for (const email of emails) {
     const { userId } = await ensureActiveMember(stack.db, { accountId: BENCH_ACCOUNT.id, environmentId: stack.environmentId, email, roles: INVITE_ROLES });
     await stack.db('users').where({ id: userId }).update({ password_hash: passwordHash });

@@ -256,6 +256,11 @@ export async function startStack(input: {
   cleanup.add('baseline worker process', 20_000, () => baselineWorker.stop());
   await Promise.all([worker.start(), baselineWorker.start()]);
 
+  // The SSO routes read their settings from process.env when the app is created. The sign-in benchmark's
+  // OpenID provider is plain HTTP on loopback, which they accept only with SSO_ALLOW_INSECURE_ISSUERS, and
+  // that flag is refused only when process.env.NODE_ENV is production, which the bench process does not set.
+  process.env.SSO_ENCRYPTION_KEYS = `bench:${randomBytes(32).toString('base64')}`;
+  process.env.SSO_ALLOW_INSECURE_ISSUERS = 'true';
   server.on('request', createApp({ config, db, temporal: client, logger }));
   progress(`API listening on ${baseUrl}`);
 

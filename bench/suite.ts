@@ -17,7 +17,8 @@ import {
   type BenchResults,
 } from './report.js';
 import { sampleMachineCpu } from './resources.js';
-import { runSignIn } from './sign-in.js';
+import { runSignIn, SIGN_IN_EMAILS } from './sign-in.js';
+import { runSso } from './sso.js';
 import { createWorkDir, removeWorkDir, startStack } from './stack.js';
 import { runThroughput } from './throughput.js';
 
@@ -35,7 +36,7 @@ function progress(message: string): void {
   process.stderr.write(`[bench] ${message}\n`);
 }
 
-async function measure(context: BenchContext, options: BenchOptions, cpuPercentBeforeRun: number | undefined): Promise<BenchResults> {
+async function measure(context: BenchContext, options: BenchOptions, cleanup: Cleanup, cpuPercentBeforeRun: number | undefined): Promise<BenchResults> {
   const { stack, signal } = context;
   const startedAt = new Date();
   const clockStart = performance.now();
@@ -51,6 +52,9 @@ async function measure(context: BenchContext, options: BenchOptions, cpuPercentB
   progress(`sign-in: ${options.signInRequests} sign-ins, then ${options.signInBursts} bursts of 20`);
   const signIn = await runSignIn(context, { requests: options.signInRequests, bursts: options.signInBursts });
   signal.throwIfAborted();
+  progress(`SSO sign-in: ${options.signInRequests} callbacks from a local OpenID provider`);
+  const sso = await runSso(context, { emails: SIGN_IN_EMAILS, requests: options.signInRequests, cleanup });
+  signal.throwIfAborted();
 
   const listing = await runListing(context, { tiers: options.listTiers, requests: options.listRequests, progress });
   signal.throwIfAborted();
@@ -64,6 +68,7 @@ async function measure(context: BenchContext, options: BenchOptions, cpuPercentB
     bulk,
     throughput,
     signIn,
+    sso,
     listing,
   };
 }
@@ -126,7 +131,7 @@ async function main(): Promise<number> {
     controller.signal.throwIfAborted();
 
     const context = { stack, deliveries: new DeliveryClock(stack.sendgrid), signal: controller.signal };
-    const results = await measure(context, options, before?.percent);
+    const results = await measure(context, options, cleanup, before?.percent);
     const markdown = renderResults(results);
     process.stdout.write(`${resultLines(results).join('\n')}\n`);
     progress(`results:\n${markdown}`);

@@ -9,8 +9,8 @@ import { BENCH_ACCOUNT } from './stack.js';
 /** The batch endpoint takes at most this many rows per request. */
 const ROWS_PER_BATCH = 1_000;
 const POLL_INTERVAL_MS = 2_000;
-/** Upper bound for the bulk onboarding and for the revocations, each. */
-const MAX_WAIT_MS = 10 * 60_000;
+/** Upper bound for the bulk onboarding and for the revocations, each, generous because a shared machine may be slow. */
+const MAX_WAIT_MS = 30 * 60_000;
 const REVOKE_CONCURRENCY = 16;
 /** How long the worker gets to let go of closed workflows before its memory is read again. */
 const SETTLE_MS = 5_000;

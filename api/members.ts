@@ -137,6 +137,9 @@ export async function getMember(db: Knex, environmentId: string, userId: string)
  * Builds the keyset query behind `listMembers`: up to `limit + 1` rows of membership id and normalized
  * email, in email order, after the cursor. Exported so that the benchmark can time and EXPLAIN the same SQL.
  */
+// NOTE: the order comes from users.email_normalized, so a page's scan also reads the users of other
+// environments whose emails sort near it, and BENCHMARKS.md measures what that costs. An email column on
+// memberships with an index on (environment_id, email_normalized, id) would make every page cost the same.
 export function memberPageQuery(
   db: Knex,
   environmentId: string,
@@ -164,7 +167,7 @@ export function memberPageQuery(
   if (page.after) {
     // The row comparison spans two tables, so Postgres cannot start an index scan from it. The plain
     // bound on the email lets a deep page start its scan of users_email_normalized_unique at the cursor
-    // instead of reading every earlier member.
+    // instead of at the first user.
     query.where('users.email_normalized', '>=', page.after.email);
     query.whereRaw('(users.email_normalized, memberships.id) > (?, ?)', [page.after.email, page.after.membershipId]);
   }

@@ -33,6 +33,7 @@ const membershipSummarySchema = z
 const managerFailures: ZodOpenApiResponsesObject = {
   '401': failure('Missing, unknown or revoked API key.'),
   '403': failure('The key is for another account or environment, or its owner may not manage users.'),
+  '503': failure('The database is unreachable at the moment; retry after the seconds in the Retry-After header.'),
 };
 
 function memberOperation(summary: string, extra: ZodOpenApiResponsesObject): ZodOpenApiOperationObject {

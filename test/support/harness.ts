@@ -48,6 +48,8 @@ export interface Harness {
   stopWorker(): Promise<void>;
   /** The dependencies the worker gives activity factories, for tests that call activities directly. */
   activityDependencies(): ActivityDependencies;
+  /** Sends the invitation request of the API as the seeded administrator, to the sandbox; await it for the response. */
+  invite(email: string, roles?: string[]): supertest.Test;
   /** Adds an active member with the given roles and returns an API key for them. */
   addMember(email: string, roles: string[], environmentId?: string): Promise<{ userId: string; key: string }>;
   close(): Promise<void>;
@@ -170,6 +172,11 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       temporal,
     }),
     addMember,
+    invite: (email, roles = ['customer_viewer']) =>
+      api
+        .post(`/v1/accounts/${accountId}/environments/sandbox/users`)
+        .set('Authorization', `Bearer ${admin.key}`)
+        .send({ email, roles }),
     async close() {
       await stopWorker();
       await connection.close();

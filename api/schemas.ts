@@ -60,6 +60,19 @@ export const memberSchema = z
         resendCount: z.number().int(),
         lastSentAt: timestamp.nullable(),
         workflowId: z.string().meta({ description: 'The invitation workflow, as listed in the Temporal Web UI.' }),
+        lastEmail: z
+          .object({
+            step: z.string().meta({ description: 'The workflow step that sent it: `initial`, `reminder` or `resend-<n>`.' }),
+            status: z.enum(['sending', 'sent', 'rejected']),
+            sentAt: timestamp.nullable(),
+            rejectedAt: timestamp.nullable(),
+            rejectionReason: z
+              .string()
+              .nullable()
+              .meta({ description: 'Why the email provider rejected the message for good; null unless `status` is `rejected`.' }),
+          })
+          .nullable()
+          .meta({ description: 'The latest email of this invitation, if one was prepared.' }),
       })
       .nullable()
       .meta({ description: 'The latest invitation to this environment, if any.' }),

@@ -40,3 +40,15 @@ export async function waitForBlockedStatement(db: Knex, statement: string, timeo
     `a statement containing ${statement} to wait for a lock`,
   );
 }
+
+/** Waits until the Postgres session `pid` has ended, for example after its client was killed and a lock it waited on was released. */
+export async function waitForSessionEnd(db: Knex, pid: number, timeoutMs = 30_000): Promise<void> {
+  await eventually(
+    async () => {
+      const { rows } = await db.raw('SELECT 1 FROM pg_stat_activity WHERE pid = ?', [pid]);
+      return rows.length === 0 ? true : undefined;
+    },
+    timeoutMs,
+    `Postgres session ${pid} to end`,
+  );
+}

@@ -1,6 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
+import { stopChild } from './stop-child.js';
+
 const WORKER_MAIN = fileURLToPath(new URL('../../worker/main.ts', import.meta.url));
 
 /** The production worker entry point in a child process, so a test can kill it as a crash would. */
@@ -41,16 +43,6 @@ export class WorkerProcess {
   }
 
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) {
-      return;
-    }
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill(signal);
-    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 15_000))]);
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await exited;
-    }
+    await stopChild(this.child, signal);
   }
 }

@@ -15,7 +15,7 @@ import knexFactory from 'knex';
 /** Server on which each run creates its test database: the machine's Postgres, or TEST_DATABASE_URL when set. */
 const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
@@ -27,7 +27,7 @@ async function freePort(): Promise<number> {
 }
 
 /** Polls `temporal operator cluster health` until the server responds, for at most 60 s. */
-async function waitForTemporal(cli: string, address: string, child: ReturnType<typeof spawn>): Promise<void> {
+export async function waitForTemporal(cli: string, address: string, child: ReturnType<typeof spawn>): Promise<void> {
   const deadline = Date.now() + 60_000;
   for (;;) {
     if (child.exitCode !== null) {

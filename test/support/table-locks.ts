@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 
 import { eventually } from './harness.js';
 
-/** A table lock held by the test in an open transaction; `release()` commits it. */
+/** A lock held by the test in an open transaction; `release()` commits it. */
 export interface HeldLock {
   release(): Promise<void>;
 }
@@ -15,6 +15,21 @@ export interface HeldLock {
 export async function lockTable(db: Knex, table: string): Promise<HeldLock> {
   const trx = await db.transaction();
   await trx.raw('LOCK TABLE ?? IN EXCLUSIVE MODE', [table]);
+  return heldBy(trx);
+}
+
+/**
+ * Locks one row with SELECT ... FOR UPDATE, so that two racing requests both wait on it. Waiters queue
+ * on Postgres's tuple lock, so in practice the first to queue gets the row next. A test that relies on
+ * that order checks each order's outcome, so a different order fails it rather than passing unnoticed.
+ */
+export async function lockRow(db: Knex, table: string, id: string): Promise<HeldLock> {
+  const trx = await db.transaction();
+  await trx(table).where({ id }).forUpdate().first('id');
+  return heldBy(trx);
+}
+
+function heldBy(trx: Knex.Transaction): HeldLock {
   return {
     release: async () => {
       await trx.commit();

@@ -14,7 +14,7 @@ let harness: Harness;
 
 beforeAll(async () => {
   await server.start();
-  harness = await startHarness({ env: { TEMPORAL_ADDRESS: server.address, INVITE_TTL: '20s', INVITE_REMINDER_AFTER: '5s' } });
+  harness = await startHarness({ env: { TEMPORAL_ADDRESS: server.address, INVITE_TTL: '30s', INVITE_REMINDER_AFTER: '8s' } });
 });
 
 afterAll(async () => {
@@ -40,8 +40,8 @@ describe('Temporal restart', () => {
     for (const email of [expiring, accepting]) {
       expect(harness.sendgrid.deliveredTo(email)).toHaveLength(1);
     }
-    // Both reminders, due 5 s after the first emails, fall due while the server is down.
-    await new Promise((resolve) => setTimeout(resolve, Math.max(deliveredAt + 6_000 - Date.now(), 0)));
+    // Both reminders, due 8 s after the first emails, fall due while the server is down.
+    await new Promise((resolve) => setTimeout(resolve, Math.max(deliveredAt + 9_000 - Date.now(), 0)));
     const restartedAt = new Date();
     await server.start();
 

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 
 import { createDatabase, type Knex } from '../db/connection.js';
 import { eventually, startHarness, uniqueEmail, type Harness } from './support/harness.js';
+import { listMembers, settledEmailRows, waitForActivityAttempt } from './support/outage-checks.js';
 import { lockTable, waitForBlockedStatement } from './support/table-locks.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 
@@ -20,7 +21,7 @@ beforeAll(async () => {
   await proxy.start();
   direct = createDatabase({ url: databaseUrl, poolMax: 2 });
   harness = await startHarness({
-    env: { DATABASE_URL: proxy.proxiedUrl(databaseUrl), INVITE_TTL: '10m', INVITE_REMINDER_AFTER: '3s' },
+    env: { DATABASE_URL: proxy.proxiedUrl(databaseUrl), INVITE_TTL: '10m', INVITE_REMINDER_AFTER: '10s' },
   });
 });
 
@@ -31,18 +32,12 @@ afterAll(async () => {
   await proxy.stop();
 });
 
-function listMembers() {
-  return harness.api
-    .get(`/v1/accounts/${harness.seed.accountId}/environments/sandbox/users`)
-    .set('Authorization', `Bearer ${harness.seed.adminKey}`);
-}
-
 describe('database outage', () => {
   test('API answers 503, then recovers', async () => {
-    expect((await listMembers()).status).toBe(200);
+    expect((await listMembers(harness)).status).toBe(200);
     await proxy.cut();
 
-    const listed = await listMembers();
+    const listed = await listMembers(harness);
     expect(listed.status).toBe(503);
     expect(listed.headers['retry-after']).toBe('5');
     expect(listed.body.error).toEqual({
@@ -59,7 +54,7 @@ describe('database outage', () => {
 
     await proxy.restore();
     // No restart: the pool opens new connections on the next request.
-    await eventually(async () => ((await listMembers()).status === 200 ? true : undefined), 30_000, 'the API to answer 200 again');
+    await eventually(async () => ((await listMembers(harness)).status === 200 ? true : undefined), 30_000, 'the API to answer 200 again');
   });
 
   test('activity cut mid-write retries until back', async () => {
@@ -68,10 +63,14 @@ describe('database outage', () => {
     expect(invited.status).toBe(202);
     const { workflowId, id: invitationId } = invited.body.invitation;
     await harness.sendgrid.waitFor(() => harness.sendgrid.deliveredTo(email).length === 1);
+    // Cutting the database between SendGrid's 202 and the activity's record of it would send the email again.
+    expect(await settledEmailRows(direct, invitationId)).toEqual([{ step: 'initial', status: 'sent' }]);
 
-    // The reminder's transaction stops at its insert into invitation_emails; the proxy then drops its connection.
+    // The reminder, due 10 s after the first email, stops at its insert into invitation_emails; the proxy
+    // then drops its connection.
     const lock = await lockTable(direct, 'invitation_emails');
     try {
+      expect(harness.sendgrid.deliveredTo(email)).toHaveLength(1);
       await waitForBlockedStatement(direct, 'insert into "invitation_emails"');
       await proxy.cut();
     } finally {
@@ -79,32 +78,15 @@ describe('database outage', () => {
     }
 
     // Temporal retries the activity with backoff while Postgres stays unreachable.
-    const handle = harness.temporal.workflow.getHandle(workflowId);
-    const pending = await eventually(
-      async () => {
-        const { raw } = await handle.describe();
-        const activity = raw.pendingActivities?.find((item) => item.activityType?.name === 'sendInvitationEmail');
-        return activity && (activity.attempt ?? 0) >= 3 ? activity : undefined;
-      },
-      60_000,
-      'the reminder activity to reach its third attempt',
-    );
+    const pending = await waitForActivityAttempt(harness, workflowId, 'sendInvitationEmail', 3);
     expect(pending.lastFailure?.message).toBeTruthy();
     expect(harness.sendgrid.deliveredTo(email)).toHaveLength(1);
 
     await proxy.restore();
     await harness.sendgrid.waitFor(() => harness.sendgrid.deliveredTo(email).length === 2, 60_000);
 
-    // The cut transaction left nothing behind, and the retry wrote each row once. The activity marks the
-    // email sent right after SendGrid accepts it, so the row may lag the fake by a moment.
-    const emails = await eventually(
-      async () => {
-        const rows = await direct('invitation_emails').where({ invitation_id: invitationId }).orderBy('created_at').select('step', 'status');
-        return rows.every((row) => row.status !== 'sending') ? rows : undefined;
-      },
-      10_000,
-      'the reminder email row to leave the sending state',
-    );
+    // The cut transaction left nothing behind, and the retry wrote each row once.
+    const emails = await settledEmailRows(direct, invitationId);
     expect(emails).toEqual([
       { step: 'initial', status: 'sent' },
       { step: 'reminder', status: 'sent' },

@@ -273,7 +273,7 @@ export function createInvitationActivities({ db, email, tokenKey, appBaseUrl }: 
 
   /**
    * Marks the step's email as rejected with the provider's reason and writes an `invitation.email_rejected`
-   * audit event, both once per step. The reason is the provider's text about the address, never the link.
+   * audit event, both once per step. The reason is the provider's error text, not the message with its link.
    */
   async function recordEmailRejection(
     prepared: { emailId: string; userId: string; accountId: string },

@@ -17,7 +17,7 @@ export class PermanentEmailError extends Error {
   constructor(
     message: string,
     readonly statusCode: number,
-    /** The provider's own explanation, such as "Does not contain a valid address."; never contains the message body. */
+    /** The provider's own explanation, such as "Does not contain a valid address.", at most 500 characters. */
     readonly reason: string,
   ) {
     super(message);

@@ -14,6 +14,7 @@ import { accountSettingsRouter } from './routes/account-settings.js';
 import { auditRouter } from './routes/audit.js';
 import { authRouter, meRouter } from './routes/auth.js';
 import { bulkRouter } from './routes/bulk.js';
+import { codecBodyParser, codecRouter } from './routes/codec.js';
 import type { RouterDependencies } from './routes/dependencies.js';
 import { invitationApiRouter, invitationPagesRouter } from './routes/invitations.js';
 import { memberChangesRouter } from './routes/member-changes.js';
@@ -67,6 +68,7 @@ export function createApp(dependencies: ApiDependencies): Express {
   // A bulk onboarding of 1,000 rows needs more than the 100 kB that other requests get. The parser that
   // runs first marks the body as parsed, so the general one below skips it.
   app.use('/v1/accounts/:accountId/environments/:environment/users\\:batch', express.json({ limit: '1mb', strict: true }));
+  app.use('/codec', codecBodyParser);
   app.use(express.json({ limit: '100kb', strict: true }));
   app.use(express.urlencoded({ extended: false, limit: '10kb' }));
   app.use((request, _response, next) => {
@@ -91,6 +93,7 @@ export function createApp(dependencies: ApiDependencies): Express {
   });
 
   app.use(systemRouter(db, temporal, config.appBaseUrl));
+  app.use(codecRouter(db, config));
   app.use('/invitations', tokenRouteLimiter, invitationPagesRouter(db));
   app.use('/v1/invitations', tokenRouteLimiter, invitationApiRouter(db, invitations, logger));
   app.use(accountSettingsRouter(routerDependencies));

@@ -1,6 +1,7 @@
 import { Client, Connection } from '@temporalio/client';
 
 import { createDatabase } from '../db/connection.js';
+import { dataConverter } from '../lib/data-converter.js';
 import { loadConfigOrExit } from '../lib/config.js';
 import { loadSsoConfigOrExit } from '../lib/sso-config.js';
 import { createLogger } from '../lib/logger.js';
@@ -13,7 +14,7 @@ async function main(): Promise<void> {
   const logger = createLogger({ level: config.logLevel, name: 'lifecycle-api' });
   const db = createDatabase({ url: config.databaseUrl, poolMax: config.databasePoolMax });
   const connection = await Connection.connect({ address: config.temporal.address });
-  const temporal = new Client({ connection, namespace: config.temporal.namespace });
+  const temporal = new Client({ connection, namespace: config.temporal.namespace, dataConverter: dataConverter(config) });
 
   const server = createApp({ config, db, temporal, logger }).listen(config.port, () => {
     logger.info({ port: config.port }, 'API listening');

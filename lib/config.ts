@@ -1,6 +1,7 @@
 import { z } from 'zod';
 
 import { parseDuration } from './duration.js';
+import { deriveKey } from './secrets.js';
 
 /** Parses a duration variable such as `90s` or `7d` into milliseconds. */
 export function duration(defaultValue: string) {
@@ -26,6 +27,38 @@ export function booleanFlag(defaultValue: boolean) {
     .transform((text) => text === 'true' || text === '1');
 }
 
+const KEY_ID_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
+
+/** `id:base64key,id:base64key`: the first key encrypts, every key decrypts. */
+export const encryptionKeys = z
+  .string()
+  .optional()
+  .transform((text, context) => {
+    if (text === undefined || text.trim() === '') {
+      return [];
+    }
+    const keys: { id: string; key: Buffer }[] = [];
+    for (const entry of text.split(',')) {
+      const separator = entry.indexOf(':');
+      const id = entry.slice(0, separator).trim();
+      const key = Buffer.from(entry.slice(separator + 1).trim(), 'base64');
+      if (separator <= 0 || !KEY_ID_PATTERN.test(id)) {
+        context.addIssue({ code: 'custom', message: 'must be a comma-separated list of id:base64key, with ids of letters, digits, - and _' });
+        return z.NEVER;
+      }
+      if (key.length !== 32) {
+        context.addIssue({ code: 'custom', message: `key "${id}" must be 32 bytes in base64; generate one with \`openssl rand -base64 32\`` });
+        return z.NEVER;
+      }
+      if (keys.some((existing) => existing.id === id)) {
+        context.addIssue({ code: 'custom', message: `key id "${id}" appears twice` });
+        return z.NEVER;
+      }
+      keys.push({ id, key });
+    }
+    return keys;
+  });
+
 const environmentSchema = z
   .object({
     NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
@@ -38,6 +71,13 @@ const environmentSchema = z
     TEMPORAL_ADDRESS: z.string().min(1).default('localhost:7233'),
     TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
     TEMPORAL_TASK_QUEUE: z.string().min(1).default('lifecycle'),
+    TEMPORAL_VISIBILITY_SHOW_EMAILS: booleanFlag(false),
+    PAYLOAD_ENCRYPTION_KEYS: encryptionKeys,
+    TEMPORAL_UI_ORIGINS: z
+      .string()
+      .default('http://localhost:8233')
+      .transform((text) => text.split(',').map((origin) => origin.trim()).filter(Boolean))
+      .pipe(z.array(z.url({ protocol: /^https?$/ }).refine((url) => new URL(url).origin === url, 'must be an origin such as https://temporal.example.com, without a path'))),
     INVITE_TTL: duration('7d'),
     INVITE_REMINDER_AFTER: duration('3d'),
     INVITE_RESEND_COOLDOWN: duration('60s'),
@@ -58,6 +98,9 @@ const environmentSchema = z
     BATCH_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(10),
   })
   .superRefine((values, context) => {
+    if (values.PAYLOAD_ENCRYPTION_KEYS.some((key) => key.id === DERIVED_PAYLOAD_KEY_ID)) {
+      context.addIssue({ code: 'custom', path: ['PAYLOAD_ENCRYPTION_KEYS'], message: `must not use the key id "${DERIVED_PAYLOAD_KEY_ID}", which names the key derived from APP_SECRET` });
+    }
     if (values.EMAIL_PROVIDER === 'sendgrid' && !values.SENDGRID_API_KEY) {
       context.addIssue({ code: 'custom', path: ['SENDGRID_API_KEY'], message: 'is required when EMAIL_PROVIDER=sendgrid' });
     }
@@ -85,7 +128,21 @@ export interface Config {
   appSecret: string;
   databaseUrl: string;
   databasePoolMax: number;
-  temporal: { address: string; namespace: string; taskQueue: string };
+  temporal: {
+    address: string;
+    namespace: string;
+    taskQueue: string;
+    /** Whether workflow summaries in the Temporal Web UI show whole email addresses instead of masked ones. */
+    showEmails: boolean;
+    /**
+     * AES-256-GCM keys of the payload codec: the first encrypts and all decrypt. The PAYLOAD_ENCRYPTION_KEYS
+     * come first, and a key derived from APP_SECRET (id `app-secret`) is always last, so payloads that were
+     * encrypted before the variable was set still decrypt.
+     */
+    payloadKeys: { id: string; key: Buffer }[];
+    /** Origins of Temporal Web UIs that may call the codec server from a browser. */
+    uiOrigins: string[];
+  };
   invitation: InvitationTiming;
   email: {
     provider: 'log' | 'sendgrid';
@@ -104,6 +161,9 @@ export interface Config {
   /** Invitation workflows a bulk onboarding starts at the same time. */
   batchConcurrency: number;
 }
+
+/** The id of the payload key derived from APP_SECRET; PAYLOAD_ENCRYPTION_KEYS may not use it. */
+export const DERIVED_PAYLOAD_KEY_ID = 'app-secret';
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -140,6 +200,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       address: values.TEMPORAL_ADDRESS,
       namespace: values.TEMPORAL_NAMESPACE,
       taskQueue: values.TEMPORAL_TASK_QUEUE,
+      showEmails: values.TEMPORAL_VISIBILITY_SHOW_EMAILS,
+      uiOrigins: values.TEMPORAL_UI_ORIGINS,
+      payloadKeys: [...values.PAYLOAD_ENCRYPTION_KEYS, { id: DERIVED_PAYLOAD_KEY_ID, key: deriveKey(values.APP_SECRET, 'payload-encryption') }],
     },
     invitation: {
       ttlMs: values.INVITE_TTL,

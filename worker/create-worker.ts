@@ -13,6 +13,7 @@ import { createInvitationActivities } from '../activities/invitations.js';
 import { createMemberChangeActivities } from '../activities/member-changes.js';
 import { createSsoActivities } from '../activities/sso.js';
 import type { Config } from '../lib/config.js';
+import { dataConverter } from '../lib/data-converter.js';
 import type { EmailSender } from '../lib/email/index.js';
 import { deriveKey } from '../lib/secrets.js';
 
@@ -51,6 +52,7 @@ export async function createWorker(dependencies: WorkerDependencies): Promise<Wo
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
     activities: createActivities(dependencies),
+    dataConverter: dataConverter(config),
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
     // Activities are short database writes and one HTTP call; the pool size bounds them instead.
     maxConcurrentActivityTaskExecutions: Math.max(4, config.databasePoolMax * 2),

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 
 import { createDatabase } from '../db/connection.js';
+import { dataConverter } from '../lib/data-converter.js';
 import { loadConfigOrExit } from '../lib/config.js';
 import { loadSsoConfigOrExit } from '../lib/sso-config.js';
 import { createEmailSender } from '../lib/email/index.js';
@@ -23,7 +24,7 @@ async function main(): Promise<void> {
   const db = createDatabase({ url: config.databaseUrl, poolMax: config.databasePoolMax });
   const connection = await connectWorker(config);
   const clientConnection = await Connection.connect({ address: config.temporal.address });
-  const temporal = new Client({ connection: clientConnection, namespace: config.temporal.namespace });
+  const temporal = new Client({ connection: clientConnection, namespace: config.temporal.namespace, dataConverter: dataConverter(config) });
   const worker = await createWorker({
     temporal,
     config,

@@ -12,6 +12,7 @@ import { createApp } from '../../api/app.js';
 import { createDatabase, migrateToLatest } from '../../db/connection.js';
 import { createAccount, createApiKey, ensureActiveMember, findEnvironment } from '../../db/bootstrap.js';
 import { loadConfig, type Config } from '../../lib/config.js';
+import { dataConverter } from '../../lib/data-converter.js';
 import { createEmailSender } from '../../lib/email/index.js';
 import { deriveKey } from '../../lib/secrets.js';
 import { connectWorker, createWorker } from '../../worker/create-worker.js';
@@ -61,6 +62,12 @@ function requireEnv(name: string): string {
   return value;
 }
 
+/**
+ * The payload codec key of every test run. It is fixed, so that histories recorded by one run decrypt in
+ * test/replay.test.ts; it protects nothing but test data.
+ */
+export const TEST_PAYLOAD_KEYS = 'test-2026:bGlmZWN5Y2xlIHRlc3QgcGF5bG9hZCBrZXkgMjAyNiE=';
+
 export function uniqueId(prefix: string): string {
   return `${prefix}-${randomBytes(4).toString('hex')}`;
 }
@@ -88,6 +95,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     SENDGRID_API_URL: sendgrid.url,
     EMAIL_FROM: 'invitations@lifecycle.test',
     TOKEN_RATE_LIMIT_PER_MINUTE: '10000',
+    PAYLOAD_ENCRYPTION_KEYS: TEST_PAYLOAD_KEYS,
     ...options.env,
   };
   const config = loadConfig(env);
@@ -111,7 +119,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   await migrateToLatest(db);
   // lazy() skips the readiness wait, whose 10 s grpc-js deadline timer would keep Jest alive after the run.
   const connection = Connection.lazy({ address: config.temporal.address });
-  const temporal = new Client({ connection, namespace: config.temporal.namespace });
+  const temporal = new Client({ connection, namespace: config.temporal.namespace, dataConverter: dataConverter(config) });
   const api = supertest(createApp({ config, db, temporal, logger }));
 
   const accountId = uniqueId('acct');

@@ -6,10 +6,13 @@ import { Worker } from '@temporalio/worker';
 import { DeterminismViolationError } from '@temporalio/workflow';
 
 import { InvitationWorkflows, invitationWorkflowId } from '../api/invitation-workflows.js';
+import { encryptionKeys } from '../lib/config.js';
+import { FAILURE_CONVERTER_PATH } from '../lib/data-converter.js';
+import { AesGcmPayloadCodec } from '../lib/payload-codec.js';
 import { deriveKey } from '../lib/secrets.js';
 import { WORKFLOWS_PATH } from '../worker/create-worker.js';
 import { tokenIn } from './support/fake-sendgrid.js';
-import { startHarness, uniqueEmail, type Harness } from './support/harness.js';
+import { startHarness, TEST_PAYLOAD_KEYS, uniqueEmail, type Harness } from './support/harness.js';
 import { HISTORY_DIR, recordHistory } from './support/histories.js';
 
 /**
@@ -63,6 +66,15 @@ async function loadHistories(): Promise<{ name: string; json: unknown }[]> {
     await save('invitation-accepted', member.invitation.workflowId);
   });
 
+  test('record encrypted accepted invitation', async () => {
+    // Recorded with the payload codec and the member-status search attribute; the one above predates both.
+    const email = uniqueEmail('encrypted');
+    const member = await invite(email);
+    const token = tokenIn(harness.sendgrid.deliveredTo(email)[0]!);
+    await harness.api.post('/v1/invitations/accept').send({ token, password: 'recorded history password' }).expect(200);
+    await save('invitation-accepted-encrypted', member.invitation.workflowId);
+  });
+
   test('record reminded and expired invitation', async () => {
     const member = await invite(uniqueEmail('expired'));
     await save('invitation-reminded-expired', member.invitation.workflowId);
@@ -99,19 +111,26 @@ async function loadHistories(): Promise<{ name: string; json: unknown }[]> {
   });
 });
 
+/** Replay options: the test suite's payload key decrypts histories recorded with the codec, and others pass through. */
+const REPLAY_OPTIONS = {
+  workflowsPath: WORKFLOWS_PATH,
+  dataConverter: { payloadCodecs: [new AesGcmPayloadCodec(encryptionKeys.parse(TEST_PAYLOAD_KEYS))], failureConverterPath: FAILURE_CONVERTER_PATH },
+};
+
 describe('workflow replay', () => {
   test('recorded histories replay cleanly', async () => {
     const histories = await loadHistories();
     expect(histories.map((history) => history.name)).toEqual(
       expect.arrayContaining([
         'invitation-accepted.json',
+        'invitation-accepted-encrypted.json',
         'invitation-reminded-expired.json',
         'invitation-resent-revoked.json',
         'invitation-rejected.json',
       ]),
     );
     for (const { name, json } of histories) {
-      await expect(Worker.runReplayHistory({ workflowsPath: WORKFLOWS_PATH }, historyFromJSON(json), name)).resolves.toBeUndefined();
+      await expect(Worker.runReplayHistory(REPLAY_OPTIONS, historyFromJSON(json), name)).resolves.toBeUndefined();
     }
   });
 
@@ -121,7 +140,7 @@ describe('workflow replay', () => {
     const scheduled = tampered.events.find((event) => event.activityTaskScheduledEventAttributes);
     scheduled!.activityTaskScheduledEventAttributes!.activityType.name = 'someOtherActivity';
 
-    await expect(Worker.runReplayHistory({ workflowsPath: WORKFLOWS_PATH }, historyFromJSON(tampered), 'tampered')).rejects.toThrow(
+    await expect(Worker.runReplayHistory(REPLAY_OPTIONS, historyFromJSON(tampered), 'tampered')).rejects.toThrow(
       DeterminismViolationError,
     );
   });

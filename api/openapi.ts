@@ -15,6 +15,7 @@ import { accountSettingsPaths, accountSettingsSecuritySchemes } from './openapi-
 import { bulkOpenApiPaths } from './openapi-bulk.js';
 import { memberChangePaths, memberChangeSecuritySchemes } from './openapi-member-changes.js';
 import { ssoOpenApiPaths } from './openapi-sso.js';
+import { systemOpenApiPaths } from './openapi-system.js';
 import { auditEventSchema, auditQuerySchema } from './routes/audit.js';
 
 const json = (schema: z.ZodType) => ({ content: { 'application/json': { schema } } });
@@ -44,7 +45,7 @@ function memberOperation(summary: string, extra: ZodOpenApiResponsesObject): Zod
   };
 }
 
-/** Builds the OpenAPI 3.1 document served at GET /v1/openapi.json. */
+/** Builds the OpenAPI 3.1 document served at GET /v1/openapi.json and GET /openapi.json. */
 export function buildOpenApiDocument(serverUrl: string) {
   return createDocument({
     openapi: '3.1.0',
@@ -67,6 +68,7 @@ export function buildOpenApiDocument(serverUrl: string) {
       ...accountSettingsPaths,
       ...ssoOpenApiPaths,
       ...bulkOpenApiPaths,
+      ...systemOpenApiPaths,
       '/v1/accounts/{accountId}/environments/{environment}/users': {
         post: {
           summary: 'Invite a person',
@@ -185,13 +187,6 @@ export function buildOpenApiDocument(serverUrl: string) {
         get: {
           summary: 'List the role catalog',
           responses: { '200': { description: 'Every role.', ...json(z.object({ data: z.array(roleSchema) })) } },
-        },
-      },
-      '/healthz': { get: { summary: 'Process is up', responses: { '200': { description: 'Up.' } } } },
-      '/readyz': {
-        get: {
-          summary: 'Database and Temporal are reachable',
-          responses: { '200': { description: 'Ready.' }, '503': { description: 'A dependency is unavailable.' } },
         },
       },
     },

@@ -88,6 +88,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     SENDGRID_API_URL: sendgrid.url,
     EMAIL_FROM: 'invitations@lifecycle.test',
     TOKEN_RATE_LIMIT_PER_MINUTE: '10000',
+    API_RATE_LIMIT_PER_MINUTE: '10000',
     ...options.env,
   };
   const config = loadConfig(env);

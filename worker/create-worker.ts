@@ -13,6 +13,7 @@ import { createInvitationActivities } from '../activities/invitations.js';
 import { createMemberChangeActivities } from '../activities/member-changes.js';
 import { createSsoActivities } from '../activities/sso.js';
 import type { Config } from '../lib/config.js';
+import { activityOutcomeInterceptors } from './activity-outcomes.js';
 import type { EmailSender } from '../lib/email/index.js';
 import { deriveKey } from '../lib/secrets.js';
 
@@ -54,8 +55,10 @@ export async function createWorker(dependencies: WorkerDependencies): Promise<Wo
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
     // Activities are short database writes and one HTTP call; the pool size bounds them instead.
     maxConcurrentActivityTaskExecutions: Math.max(4, config.databasePoolMax * 2),
-    // Running activities get this long to finish on shutdown before they are cancelled and retried elsewhere.
-    shutdownGraceTime: '10s',
+    interceptors: { activity: [activityOutcomeInterceptors] },
+    // On shutdown (SIGTERM), running activities get SHUTDOWN_TIMEOUT to finish. Then they are cancelled,
+    // and Temporal retries them on another worker once their attempt fails or times out.
+    shutdownGraceTime: config.shutdown.timeoutMs,
   });
 }
 

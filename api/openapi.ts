@@ -5,6 +5,7 @@ import {
   acceptRequestSchema,
   acceptedSchema,
   errorSchema,
+  idempotencyHeader,
   inviteRequestSchema,
   listMembersQuerySchema,
   memberPageSchema,
@@ -77,7 +78,7 @@ export function buildOpenApiDocument(serverUrl: string) {
           security: [{ apiKey: [] }],
           requestParams: {
             path: environmentPath,
-            header: z.object({ 'Idempotency-Key': z.string().max(255).optional() }),
+            header: idempotencyHeader,
           },
           requestBody: json(inviteRequestSchema),
           responses: {
@@ -103,11 +104,16 @@ export function buildOpenApiDocument(serverUrl: string) {
         get: memberOperation('Get a member', { '404': failure('No such member in this environment.') }),
       },
       '/v1/accounts/{accountId}/environments/{environment}/users/{userId}/invitation/resend': {
-        post: memberOperation('Resend the invitation with a new link', {
-          '404': failure('No such member in this environment.'),
-          '409': failure('No pending invitation, or the resend limit is reached.'),
-          '429': failure('Resent too recently; see the Retry-After header.'),
-        }),
+        post: {
+          ...memberOperation('Resend the invitation with a new link', {
+            '404': failure('No such member in this environment.'),
+            '409': failure('No pending invitation, the resend limit is reached, or the Idempotency-Key is in use.'),
+            '422': failure('The Idempotency-Key was used for a different request.'),
+            '429': failure('Resent too recently; see the Retry-After header.'),
+          }),
+          description: 'Sends a new link, and the old one stops working. An `Idempotency-Key` header makes a retry return the first response instead of sending another email.',
+          requestParams: { path: memberPath, header: idempotencyHeader },
+        },
       },
       '/v1/accounts/{accountId}/environments/{environment}/users/{userId}/invitation/revoke': {
         post: memberOperation('Revoke the pending invitation', {

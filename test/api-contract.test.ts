@@ -90,6 +90,29 @@ describe('OpenAPI coverage', () => {
   });
 });
 
+/** POSTs that create a workflow, a link or an email, and so take an Idempotency-Key (api/idempotency.ts). */
+const CREATING_POSTS = [
+  '/v1/accounts/{accountId}/environments/{environment}/users',
+  '/v1/accounts/{accountId}/users',
+  '/v1/accounts/{accountId}/environments/{environment}/users:batch',
+  '/v1/accounts/{accountId}/environments/{environment}/users/{userId}/invitation/resend',
+  '/v1/accounts/{accountId}/environments/{environment}/users/{userId}/deactivate',
+  '/v1/accounts/{accountId}/environments/{environment}/users/{userId}/reactivate',
+  '/v1/operator/users/deactivate',
+  '/v1/accounts/{accountId}/sso/okta/onboarding',
+];
+
+describe('Idempotency-Key in OpenAPI', () => {
+  test.each(CREATING_POSTS)('documented on POST %s', async (path) => {
+    const document = (await harness.api.get('/v1/openapi.json')).body;
+    const parameters: { in: string; name: string; required?: boolean }[] = document.paths[path].post.parameters ?? [];
+    const header = parameters.find((parameter) => parameter.in === 'header' && parameter.name === 'Idempotency-Key');
+    expect(header).toBeDefined();
+    expect(header!.required).not.toBe(true);
+    expect(Object.keys(document.paths[path].post.responses)).toContain('422');
+  });
+});
+
 describe('interactive docs', () => {
   test('page loads scripts from this server', async () => {
     const page = await harness.api.get('/docs');

@@ -90,6 +90,38 @@ describe('OpenAPI coverage', () => {
   });
 });
 
+/** Returns every registered route with its path parameters filled in, so that it can be requested. */
+function requestableRoutes(): { method: string; path: string; url: string }[] {
+  const app = createApp({ config: harness.config, db: harness.db, temporal: harness.temporal, logger: pino({ level: 'silent' }) });
+  return listRegisteredRoutes(app).map((route) => ({
+    ...route,
+    url: route.path.replace(/(?<!\\):[A-Za-z_]+/g, 'placeholder').replace(/\\:/g, ':'),
+  }));
+}
+
+describe('limits on every route', () => {
+  test('bodies over the limit get 413', async () => {
+    const routes = requestableRoutes().filter((route) => ['POST', 'PUT', 'PATCH'].includes(route.method));
+    expect(routes.length).toBeGreaterThan(20);
+    for (const route of routes) {
+      // The bulk route takes 1 MB of JSON for its 1,000 rows; every other route takes 100 kB.
+      const size = route.path.endsWith('users\\:batch') ? 1_100_000 : 110_000;
+      const body = JSON.stringify({ padding: 'x'.repeat(size) });
+      const response = await harness.api[route.method.toLowerCase() as 'post'](route.url).set('content-type', 'application/json').send(body);
+      expect({ route: `${route.method} ${route.path}`, status: response.status }).toEqual({ route: `${route.method} ${route.path}`, status: 413 });
+    }
+  });
+
+  test('helmet headers on every route', async () => {
+    for (const route of requestableRoutes()) {
+      const response = await harness.api[route.method.toLowerCase() as 'get'](route.url);
+      const name = `${route.method} ${route.path}`;
+      expect({ name, policy: typeof response.headers['content-security-policy'] }).toEqual({ name, policy: 'string' });
+      expect({ name, nosniff: response.headers['x-content-type-options'] }).toEqual({ name, nosniff: 'nosniff' });
+    }
+  });
+});
+
 /** POSTs that create a workflow, a link or an email, and so take an Idempotency-Key (api/idempotency.ts). */
 const CREATING_POSTS = [
   '/v1/accounts/{accountId}/environments/{environment}/users',

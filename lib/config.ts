@@ -3,15 +3,16 @@ import { z } from 'zod';
 import { parseDuration } from './duration.js';
 import { deriveKey } from './secrets.js';
 
-/** Parses a duration variable such as `90s` or `7d` into milliseconds. */
-export function duration(defaultValue: string) {
+/** Parses a duration variable such as `90s` or `7d` into milliseconds; `allowZero` also accepts `0s`. */
+export function duration(defaultValue: string, { allowZero = false } = {}) {
   return z
     .string()
     .default(defaultValue)
     .transform((text, context) => {
       const milliseconds = parseDuration(text);
-      if (milliseconds === undefined || milliseconds <= 0) {
-        context.addIssue({ code: 'custom', message: `must be a positive duration such as 90s, 15m or 7d, got "${text}"` });
+      if (milliseconds === undefined || milliseconds < 0 || (milliseconds === 0 && !allowZero)) {
+        const kind = allowZero ? 'duration' : 'positive duration';
+        context.addIssue({ code: 'custom', message: `must be a ${kind} such as 90s, 15m or 7d, got "${text}"` });
         return z.NEVER;
       }
       return milliseconds;
@@ -75,7 +76,7 @@ const environmentSchema = z
     PAYLOAD_ENCRYPTION_KEYS: encryptionKeys,
     TEMPORAL_UI_ORIGINS: z
       .string()
-      .default('http://localhost:8233')
+      .default('http://localhost:8233,http://127.0.0.1:8233')
       .transform((text) => text.split(',').map((origin) => origin.trim()).filter(Boolean))
       .pipe(z.array(z.url({ protocol: /^https?$/ }).refine((url) => new URL(url).origin === url, 'must be an origin such as https://temporal.example.com, without a path'))),
     INVITE_TTL: duration('7d'),
@@ -96,6 +97,13 @@ const environmentSchema = z
     EMAIL_CHANGE_TTL: duration('24h'),
     PASSWORD_RESET_TTL: duration('1h'),
     BATCH_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(10),
+    API_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(600),
+    SHUTDOWN_DRAIN_DELAY: duration('0s', { allowZero: true }),
+    SHUTDOWN_TIMEOUT: duration('10s'),
+    WORKER_METRICS_ADDRESS: z
+      .string()
+      .regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, such as 0.0.0.0:9464 or [::1]:9464')
+      .optional(),
   })
   .superRefine((values, context) => {
     if (values.PAYLOAD_ENCRYPTION_KEYS.some((key) => key.id === DERIVED_PAYLOAD_KEY_ID)) {
@@ -160,6 +168,19 @@ export interface Config {
   passwordResetTtlMs: number;
   /** Invitation workflows a bulk onboarding starts at the same time. */
   batchConcurrency: number;
+  /** Requests per minute to the authenticated API, per API key, session or operator key. */
+  apiRateLimitPerMinute: number;
+  shutdown: {
+    /** After SIGTERM, how long the API keeps serving while /readyz answers 503, in milliseconds. */
+    drainDelayMs: number;
+    /**
+     * In milliseconds: how long the API's in-flight requests get after the drain delay before their
+     * connections are closed, and the worker's shutdownGraceTime for running activities.
+     */
+    timeoutMs: number;
+  };
+  /** host:port of the worker's Prometheus endpoint; unset, the worker exports no metrics. */
+  workerMetricsAddress: string | undefined;
 }
 
 /** The id of the payload key derived from APP_SECRET; PAYLOAD_ENCRYPTION_KEYS may not use it. */
@@ -227,6 +248,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     emailChangeTtlMs: values.EMAIL_CHANGE_TTL,
     passwordResetTtlMs: values.PASSWORD_RESET_TTL,
     batchConcurrency: values.BATCH_CONCURRENCY,
+    apiRateLimitPerMinute: values.API_RATE_LIMIT_PER_MINUTE,
+    shutdown: { drainDelayMs: values.SHUTDOWN_DRAIN_DELAY, timeoutMs: values.SHUTDOWN_TIMEOUT },
+    workerMetricsAddress: values.WORKER_METRICS_ADDRESS,
   };
 }
 

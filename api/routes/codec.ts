@@ -31,7 +31,7 @@ const payloadSchema = z.object({
   data: z.base64().optional(),
 });
 // Protobuf JSON omits an empty list, so a request for no payloads may come as {}.
-const codecRequestSchema = z.object({ payloads: z.array(payloadSchema).max(10_000).default([]) });
+export const codecRequestSchema = z.object({ payloads: z.array(payloadSchema).max(10_000).default([]) });
 
 type JsonPayload = z.infer<typeof payloadSchema>;
 

@@ -96,6 +96,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     EMAIL_FROM: 'invitations@lifecycle.test',
     TOKEN_RATE_LIMIT_PER_MINUTE: '10000',
     PAYLOAD_ENCRYPTION_KEYS: TEST_PAYLOAD_KEYS,
+    API_RATE_LIMIT_PER_MINUTE: '10000',
     ...options.env,
   };
   const config = loadConfig(env);

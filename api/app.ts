@@ -58,13 +58,15 @@ export function createApp(dependencies: ApiDependencies): Express {
         response.setHeader('X-Request-Id', id);
         return id;
       },
-      // Only the path is logged: query strings can carry invitation tokens.
+      // Only the path is logged: query strings can carry invitation tokens. Of the response only the
+      // status is logged, because its Set-Cookie header carries session tokens.
       serializers: {
         req: (request: { id: string; method: string; url: string }) => ({
           id: request.id,
           method: request.method,
           path: request.url.split('?')[0],
         }),
+        res: (response: { statusCode: number }) => ({ statusCode: response.statusCode }),
       },
       customLogLevel: (_request, response, error) => (error || response.statusCode >= 500 ? 'error' : 'info'),
     }),

@@ -18,6 +18,7 @@ import { deriveKey } from '../../lib/secrets.js';
 import { connectWorker, createWorker } from '../../worker/create-worker.js';
 import { installTemporalRuntime } from '../../worker/temporal-logger.js';
 import { FakeSendgrid } from './fake-sendgrid.js';
+import { describeLeaks, recordSentSecrets, scanForSecrets } from './secret-scan.js';
 
 export interface HarnessOptions {
   /** Environment variables on top of the test defaults, for example `{ INVITE_TTL: '5s' }`. */
@@ -78,6 +79,7 @@ export function uniqueEmail(name = 'person'): string {
 
 /** Starts the API and a worker on a task queue of their own, against the run's Postgres and Temporal. */
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
+  recordSentSecrets();
   const sendgrid = new FakeSendgrid();
   await sendgrid.start();
 
@@ -179,11 +181,27 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       temporal,
     }),
     addMember,
+    // Every test file ends with a scan of its logs and workflow histories, so a secret that leaks in
+    // any test fails that file's afterAll, whatever order Jest runs the files in.
     async close() {
-      await stopWorker();
-      await connection.close();
-      await db.destroy();
-      await sendgrid.stop();
+      let leaks: Awaited<ReturnType<typeof scanForSecrets>> = [];
+      try {
+        leaks = await scanForSecrets({
+          logLines,
+          sendgrid,
+          temporal,
+          taskQueue: config.temporal.taskQueue,
+          configuredSecrets: [config.appSecret, env.SENDGRID_API_KEY ?? '', ...(process.env.SSO_ENCRYPTION_KEYS ?? '').split(',').map((entry) => entry.split(':')[1] ?? '')],
+        });
+      } finally {
+        await stopWorker();
+        await connection.close();
+        await db.destroy();
+        await sendgrid.stop();
+      }
+      if (leaks.length > 0) {
+        throw new Error(describeLeaks(leaks));
+      }
     },
   };
 }

@@ -51,7 +51,11 @@ export const codecOpenApiPaths: ZodOpenApiPathsObject = {
         required: true,
         content: { 'application/x-www-form-urlencoded': { schema: z.object({ operatorKey: z.string() }) } },
       },
-      responses: { '200': html('Signed in; the cookie is set.'), '401': html('The form again: the operator key is unknown or revoked.') },
+      responses: {
+        '200': html('Signed in; the cookie is set.'),
+        '400': html('The form again: no operator key was entered.'),
+        '401': html('The form again: the operator key is unknown or revoked.'),
+      },
     },
   },
 };

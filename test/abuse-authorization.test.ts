@@ -77,6 +77,16 @@ const ACCESS: Record<string, Access> = {
   'GET /healthz': 'public',
   'GET /readyz': 'public',
   'GET /v1/openapi.json': 'public',
+  'GET /openapi.json': 'public',
+  'GET /docs': 'public',
+  'GET /docs/swagger-initializer.js': 'public',
+  'GET /metrics': 'public',
+  'GET /codec/session': 'public',
+  'POST /codec/session': 'public',
+  'OPTIONS /codec/decode': 'public',
+  'OPTIONS /codec/encode': 'public',
+  'POST /codec/decode': 'operator',
+  'POST /codec/encode': 'operator',
   'GET /v1/roles': 'public',
   'GET /invitations/accept': 'public',
   'POST /v1/invitations/accept': 'public',
@@ -222,12 +232,12 @@ function concretePath(method: string, path: string): string {
 
 async function send(method: string, path: string, role: Role): Promise<Response> {
   const url = concretePath(method, path);
-  const request = method === 'GET' ? harness.api.get(url) : method === 'PUT' ? harness.api.put(url) : harness.api.post(url);
+  const request = harness.api[method.toLowerCase() as 'get' | 'put' | 'post' | 'options'](url);
   const header = await authorization(role);
   if (header) {
     request.set('Authorization', header);
   }
-  return method === 'GET' ? request : request.send(BODIES[`${method} ${path}`]?.() ?? {});
+  return method === 'GET' || method === 'OPTIONS' ? request : request.send(BODIES[`${method} ${path}`]?.() ?? {});
 }
 
 describe('authorization table', () => {

@@ -13,6 +13,7 @@ import { emptyRequestSchema, roleChangeRequestSchema } from '../api/routes/membe
 import { operatorDeactivateRequestSchema } from '../api/routes/operator.js';
 import { acceptRequestSchema, inviteRequestSchema } from '../api/schemas.js';
 import { createSession } from '../api/sessions.js';
+import { codecRequestSchema } from '../api/routes/codec.js';
 import { eventually, type Harness } from './support/harness.js';
 import { listRoutes } from './support/routes.js';
 import { startSsoHarness, type SsoHarness } from './support/sso-app.js';
@@ -61,6 +62,9 @@ interface Target {
 }
 
 const linkToken = () => randomBytes(32).toString('base64url');
+const codecBody = () => ({
+  payloads: [{ metadata: { encoding: Buffer.from('json/plain').toString('base64') }, data: Buffer.from('"text"').toString('base64') }],
+});
 const ENVIRONMENT = '/v1/accounts/:accountId/environments/:environment';
 
 /** The user ids in paths are unknown, so that a body that passes validation still changes nothing. */
@@ -103,6 +107,9 @@ const TARGETS: Record<string, Target> = {
   [`PUT ${ENVIRONMENT}/users/:userId/roles`]: { credential: 'adminKey', valid: { roles: ['customer_viewer'] }, schema: roleChangeRequestSchema },
   [`POST ${ENVIRONMENT}/users/:userId/deactivate`]: { credential: 'adminKey', valid: {}, schema: emptyRequestSchema },
   [`POST ${ENVIRONMENT}/users/:userId/reactivate`]: { credential: 'adminKey', valid: {}, schema: emptyRequestSchema },
+  'POST /codec/decode': { credential: 'operator', valid: codecBody(), schema: codecRequestSchema },
+  'POST /codec/encode': { credential: 'operator', valid: codecBody(), schema: codecRequestSchema },
+  'POST /codec/session': { credential: 'none', valid: { operatorKey: 'lo_000000000000_unknown' } },
 };
 
 async function authorization(credential: Credential): Promise<string | undefined> {

@@ -2,6 +2,7 @@ import { readdir, readFile } from 'node:fs/promises';
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 
+import { AesGcmPayloadCodec } from '../lib/payload-codec.js';
 import { HISTORY_DIR } from './support/histories.js';
 import { eventually, uniqueEmail, type Harness } from './support/harness.js';
 import { recordedSecrets, scanForSecrets, type ScanSources } from './support/secret-scan.js';
@@ -43,6 +44,7 @@ function sources(extra: Partial<ScanSources> = {}): ScanSources {
     logLines: harness.logLines,
     sendgrid: harness.sendgrid,
     temporal: harness.temporal,
+    payloadCodec: new AesGcmPayloadCodec(harness.config.temporal.payloadKeys),
     taskQueue: harness.config.temporal.taskQueue,
     configuredSecrets: [harness.config.appSecret],
     ...extra,

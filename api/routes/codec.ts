@@ -154,6 +154,10 @@ export function codecRouter(db: Knex, config: Config): Router {
 
   router.post('/codec/session', async (request, response) => {
     const key = typeof request.body?.operatorKey === 'string' ? request.body.operatorKey.trim() : '';
+    if (key === '') {
+      response.status(400).set('Cache-Control', 'no-store').type('html').send(signInPage('Enter an operator key (lo_…).'));
+      return;
+    }
     const operator = await findOperatorKey(db, key);
     if (!operator) {
       response.status(401).set('Cache-Control', 'no-store').type('html').send(signInPage('The operator key is unknown or revoked.'));

@@ -13,6 +13,7 @@ import { createDatabase, migrateToLatest } from '../../db/connection.js';
 import { createAccount, createApiKey, ensureActiveMember, findEnvironment } from '../../db/bootstrap.js';
 import { loadConfig, type Config } from '../../lib/config.js';
 import { dataConverter } from '../../lib/data-converter.js';
+import { AesGcmPayloadCodec } from '../../lib/payload-codec.js';
 import { createEmailSender } from '../../lib/email/index.js';
 import { deriveKey } from '../../lib/secrets.js';
 import { connectWorker, createWorker } from '../../worker/create-worker.js';
@@ -190,6 +191,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
           logLines,
           sendgrid,
           temporal,
+          payloadCodec: new AesGcmPayloadCodec(config.temporal.payloadKeys),
           taskQueue: config.temporal.taskQueue,
           configuredSecrets: [config.appSecret, env.SENDGRID_API_KEY ?? '', ...(process.env.SSO_ENCRYPTION_KEYS ?? '').split(',').map((entry) => entry.split(':')[1] ?? '')],
         });

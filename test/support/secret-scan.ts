@@ -1,6 +1,8 @@
 import type { Client } from '@temporalio/client';
+import type { Payload, PayloadCodec } from '@temporalio/common';
 import supertest from 'supertest';
 
+import { ENCRYPTED_ENCODING } from '../../lib/payload-codec.js';
 import type { FakeSendgrid } from './fake-sendgrid.js';
 
 /**
@@ -106,6 +108,25 @@ function mailedTokens(sendgrid: FakeSendgrid): string[] {
   );
 }
 
+/**
+ * Replaces each encrypted payload in a history with its decrypted form, in place, so that the scan reads
+ * what the payload codec protects as well as what it leaves in the clear.
+ */
+async function decryptPayloads(value: unknown, codec: PayloadCodec): Promise<void> {
+  if (value === null || typeof value !== 'object' || ArrayBuffer.isView(value)) {
+    return;
+  }
+  const record = value as Record<string, unknown>;
+  for (const [key, child] of Object.entries(record)) {
+    const metadata = (child as { metadata?: Record<string, Uint8Array> } | null)?.metadata;
+    if (metadata?.encoding && Buffer.from(metadata.encoding).toString('utf8') === ENCRYPTED_ENCODING) {
+      [record[key]] = await codec.decode([child as Payload]);
+    } else {
+      await decryptPayloads(child, codec);
+    }
+  }
+}
+
 /** Serializes a workflow history with its payloads as text, because payload data is stored as bytes. */
 function historyText(history: unknown): string {
   return JSON.stringify(history, (_key, value: unknown) => (value instanceof Uint8Array ? Buffer.from(value).toString('utf8') : value));
@@ -115,6 +136,8 @@ export interface ScanSources {
   logLines: string[];
   sendgrid: FakeSendgrid;
   temporal: Client;
+  /** Decrypts the histories' payloads before they are scanned. */
+  payloadCodec: PayloadCodec;
   taskQueue: string;
   /** Secrets from the configuration, such as APP_SECRET and the SendGrid API key. */
   configuredSecrets: string[];
@@ -160,6 +183,7 @@ export async function scanForSecrets(sources: ScanSources): Promise<Leak[]> {
   sources.logLines.forEach((line, index) => findIn(`log line ${index + 1}`, line, secrets, leaks));
   for await (const execution of sources.temporal.workflow.list({ query: `TaskQueue = '${sources.taskQueue}'` })) {
     const history = await sources.temporal.workflow.getHandle(execution.workflowId, execution.runId).fetchHistory();
+    await decryptPayloads(history, sources.payloadCodec);
     findIn(`history of ${execution.workflowId} (${execution.runId})`, historyText(history), secrets, leaks);
   }
   return leaks;

@@ -106,3 +106,12 @@ export const errorSchema = z
     }),
   })
   .meta({ id: 'Error' });
+
+/** The optional `Idempotency-Key` request header of creating POSTs, for the OpenAPI document (see api/idempotency.ts). */
+export const idempotencyHeader = z.object({
+  'Idempotency-Key': z
+    .string()
+    .max(255)
+    .optional()
+    .meta({ description: 'Makes a retry with the same key and body return the first response; kept for 24 hours per caller.' }),
+});

@@ -8,11 +8,14 @@ import { Worker, type ReplayResult } from '@temporalio/worker';
 import { DeterminismViolationError } from '@temporalio/workflow';
 
 import { InvitationWorkflows, invitationWorkflowId } from '../api/invitation-workflows.js';
+import { encryptionKeys } from '../lib/config.js';
+import { dataConverter, FAILURE_CONVERTER_PATH } from '../lib/data-converter.js';
+import { AesGcmPayloadCodec } from '../lib/payload-codec.js';
 import { deriveKey } from '../lib/secrets.js';
 import type { InvitationOutcome } from '../workflows/invitation.js';
 import { connectWorker, createActivities, WORKFLOWS_PATH } from '../worker/create-worker.js';
 import { tokenIn } from './support/fake-sendgrid.js';
-import { startHarness, uniqueEmail, uniqueId, type Harness } from './support/harness.js';
+import { startHarness, TEST_PAYLOAD_KEYS, uniqueEmail, uniqueId, type Harness } from './support/harness.js';
 import { HISTORY_DIR, recordHistory } from './support/histories.js';
 
 /**
@@ -66,6 +69,15 @@ async function loadHistories(): Promise<{ name: string; json: unknown }[]> {
     await save('invitation-accepted', member.invitation.workflowId);
   });
 
+  test('record encrypted accepted invitation', async () => {
+    // Recorded with the payload codec and the member-status search attribute; the one above predates both.
+    const email = uniqueEmail('encrypted');
+    const member = await invite(email);
+    const token = tokenIn(harness.sendgrid.deliveredTo(email)[0]!);
+    await harness.api.post('/v1/invitations/accept').send({ token, password: 'recorded history password' }).expect(200);
+    await save('invitation-accepted-encrypted', member.invitation.workflowId);
+  });
+
   test('record reminded and expired invitation', async () => {
     const member = await invite(uniqueEmail('expired'));
     await save('invitation-reminded-expired', member.invitation.workflowId);
@@ -102,19 +114,26 @@ async function loadHistories(): Promise<{ name: string; json: unknown }[]> {
   });
 });
 
+/** Replay options: the test suite's payload key decrypts histories recorded with the codec, and others pass through. */
+const REPLAY_OPTIONS = {
+  workflowsPath: WORKFLOWS_PATH,
+  dataConverter: { payloadCodecs: [new AesGcmPayloadCodec(encryptionKeys.parse(TEST_PAYLOAD_KEYS))], failureConverterPath: FAILURE_CONVERTER_PATH },
+};
+
 describe('workflow replay', () => {
   test('recorded histories replay cleanly', async () => {
     const histories = await loadHistories();
     expect(histories.map((history) => history.name)).toEqual(
       expect.arrayContaining([
         'invitation-accepted.json',
+        'invitation-accepted-encrypted.json',
         'invitation-reminded-expired.json',
         'invitation-resent-revoked.json',
         'invitation-rejected.json',
       ]),
     );
     for (const { name, json } of histories) {
-      await expect(Worker.runReplayHistory({ workflowsPath: WORKFLOWS_PATH }, historyFromJSON(json), name)).resolves.toBeUndefined();
+      await expect(Worker.runReplayHistory(REPLAY_OPTIONS, historyFromJSON(json), name)).resolves.toBeUndefined();
     }
   });
 
@@ -124,7 +143,7 @@ describe('workflow replay', () => {
     const scheduled = tampered.events.find((event) => event.activityTaskScheduledEventAttributes);
     scheduled!.activityTaskScheduledEventAttributes!.activityType.name = 'someOtherActivity';
 
-    await expect(Worker.runReplayHistory({ workflowsPath: WORKFLOWS_PATH }, historyFromJSON(tampered), 'tampered')).rejects.toThrow(
+    await expect(Worker.runReplayHistory(REPLAY_OPTIONS, historyFromJSON(tampered), 'tampered')).rejects.toThrow(
       DeterminismViolationError,
     );
   });
@@ -142,7 +161,7 @@ const INVITATION_HISTORIES = ['invitation-accepted.json', 'invitation-rejected.j
 async function replayAll(workflowsPath: string, histories: { name: string; history: Parameters<typeof Worker.runReplayHistory>[1] }[]) {
   const results: ReplayResult[] = [];
   const iterable = histories.map(({ name, history }) => ({ workflowId: name, history }));
-  for await (const result of Worker.runReplayHistories({ workflowsPath }, iterable)) {
+  for await (const result of Worker.runReplayHistories({ ...REPLAY_OPTIONS, workflowsPath }, iterable)) {
     results.push(result);
   }
   return results;
@@ -186,6 +205,7 @@ describe('workflow change and patched()', () => {
       namespace: harness.config.temporal.namespace,
       taskQueue: harness.config.temporal.taskQueue,
       workflowsPath: CHANGED_WORKFLOWS.patched,
+      dataConverter: dataConverter(harness.config),
       activities: {
         ...createActivities(dependencies),
         recordInvitationOutcome: async (outcome: InvitationOutcome) => {
@@ -207,7 +227,10 @@ describe('workflow change and patched()', () => {
     expect(recordedOutcomes.map((outcome) => outcome.outcome)).toEqual(['accepted']);
 
     const newHistory = await harness.temporal.workflow.getHandle(workflowId).fetchHistory();
-    const markers = newHistory.events!.filter((event) => event.markerRecordedEventAttributes);
+    // Patch markers keep their id in plaintext, so the fixture's one can be picked out of the product's own.
+    const markers = newHistory.events!.filter((event) =>
+      Buffer.from(event.markerRecordedEventAttributes?.details?.['patch-data']?.payloads?.[0]?.data ?? []).toString().includes('record-invitation-outcome'),
+    );
     expect(markers).toHaveLength(1);
     expect(markers[0]!.markerRecordedEventAttributes!.markerName).toBe('core_patch');
 

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { freePort, waitForTemporal } from './global-setup.js';
+import { freePort, SEARCH_ATTRIBUTE_FLAGS, waitForTemporal } from './global-setup.js';
 import { stopChild } from './stop-child.js';
 
 /**
@@ -45,6 +45,7 @@ export class TemporalServer {
         join(this.directory, 'temporal.sqlite'),
         '--log-level',
         'error',
+        ...SEARCH_ATTRIBUTE_FLAGS,
       ],
       { stdio: ['ignore', 'ignore', 'inherit'] },
     );

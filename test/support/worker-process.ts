@@ -4,26 +4,31 @@ import { fileURLToPath } from 'node:url';
 import { stopChild } from './stop-child.js';
 
 const WORKER_MAIN = fileURLToPath(new URL('../../worker/main.ts', import.meta.url));
+const API_MAIN = fileURLToPath(new URL('../../api/main.ts', import.meta.url));
 
-/** The production worker entry point in a child process, so a test can kill it as a crash would. */
-export class WorkerProcess {
+/** A production entry point in a child process, so a test can stop it with a signal as an orchestrator would. */
+export class ServiceProcess {
   private child?: ChildProcess;
   readonly output: string[] = [];
 
-  constructor(private readonly env: Record<string, string>) {}
+  constructor(
+    private readonly entryPoint: string,
+    private readonly readyMessage: string,
+    private readonly env: Record<string, string>,
+  ) {}
 
-  /** Starts the worker and resolves once it logs that it is polling, within 60 s. */
+  /** Starts the process and resolves once it logs its ready message, within 60 s. */
   async start(): Promise<void> {
-    const child = spawn(process.execPath, ['--import', 'tsx', WORKER_MAIN], {
+    const child = spawn(process.execPath, ['--import', 'tsx', this.entryPoint], {
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...this.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child = child;
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`worker did not start within 60 s:\n${this.output.join('')}`)), 60_000);
+      const timer = setTimeout(() => reject(new Error(`${this.entryPoint} did not start within 60 s:\n${this.output.join('')}`)), 60_000);
       const onData = (chunk: Buffer) => {
         this.output.push(chunk.toString('utf8'));
-        if (chunk.toString('utf8').includes('"worker started"')) {
+        if (chunk.toString('utf8').includes(`"${this.readyMessage}"`)) {
           clearTimeout(timer);
           resolve();
         }
@@ -32,7 +37,7 @@ export class WorkerProcess {
       child.stderr!.on('data', (chunk: Buffer) => this.output.push(chunk.toString('utf8')));
       child.once('exit', (code) => {
         clearTimeout(timer);
-        reject(new Error(`worker exited with code ${code} before starting:\n${this.output.join('')}`));
+        reject(new Error(`${this.entryPoint} exited with code ${code} before starting:\n${this.output.join('')}`));
       });
     });
   }
@@ -42,7 +47,36 @@ export class WorkerProcess {
     await this.stop('SIGKILL');
   }
 
+  /** Sends `signal` without waiting; `exited` then resolves with the exit code. */
+  signal(signal: NodeJS.Signals): void {
+    this.child?.kill(signal);
+  }
+
+  /** Resolves with the exit code once the process has ended (null after a signal it did not handle). */
+  exited(): Promise<number | null> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) {
+      return Promise.resolve(child?.exitCode ?? null);
+    }
+    return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+  }
+
+  /** Sends `signal` and waits up to 15 s for the exit, then kills the process. */
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     await stopChild(this.child, signal);
+  }
+}
+
+/** The production worker entry point in a child process. */
+export class WorkerProcess extends ServiceProcess {
+  constructor(env: Record<string, string>) {
+    super(WORKER_MAIN, 'worker started', env);
+  }
+}
+
+/** The production API entry point in a child process; set PORT in `env`. */
+export class ApiProcess extends ServiceProcess {
+  constructor(env: Record<string, string>) {
+    super(API_MAIN, 'API listening', env);
   }
 }

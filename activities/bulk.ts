@@ -1,11 +1,12 @@
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 
-import { invitationWorkflowId } from '../api/invitation-workflows.js';
+import { invitationSummary, invitationWorkflowId } from '../api/invitation-workflows.js';
 import { recordAuditEvent } from '../db/audit.js';
 import { normalizeEmail } from '../lib/email-address.js';
 import { PermanentEmailError } from '../lib/email/index.js';
 import { invitationGroupEmail, type InvitationGroupLink } from '../lib/email/templates-bulk.js';
+import { lifecycleSearchAttributes } from '../workflows/search-attributes.js';
 import { deriveKey, deriveLinkToken } from '../lib/secrets.js';
 import type { BatchCounts, BatchRowStatus } from '../workflows/bulk.js';
 import { invitationStateQuery, invitationWorkflow } from '../workflows/invitation.js';
@@ -339,7 +340,13 @@ export function createBulkActivities({ config, db, email, tokenKey, temporal }: 
           taskQueue: config.temporal.taskQueue,
           workflowIdConflictPolicy: 'FAIL',
           workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-          staticSummary: `Invitation to ${row.accountId}/${row.environment} (batch ${input.batchId})`,
+          staticSummary: `${invitationSummary(row, config.temporal.showEmails)} (batch ${input.batchId})`,
+          typedSearchAttributes: lifecycleSearchAttributes({
+            kind: 'invitation',
+            accountId: row.accountId,
+            environment: row.environment,
+            memberStatus: 'invited',
+          }),
           args: [
             {
               accountId: row.accountId,

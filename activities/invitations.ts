@@ -1,9 +1,9 @@
-import { log } from '@temporalio/activity';
+import { ApplicationFailure, log } from '@temporalio/activity';
 import type { Knex } from 'knex';
 
 import { recordAuditEvent } from '../db/audit.js';
 import { normalizeEmail } from '../lib/email-address.js';
-import { PermanentEmailError, type EmailSender } from '../lib/email/index.js';
+import { EmailRateLimitedError, PermanentEmailError, type EmailSender } from '../lib/email/index.js';
 import { invitationEmail, type InvitationEmailKind } from '../lib/email/templates.js';
 import { deriveLinkToken, hashToken, randomSalt } from '../lib/secrets.js';
 import { currentWorkflow, reject, UNIQUE_VIOLATION } from './support.js';
@@ -177,6 +177,10 @@ export function createInvitationActivities({ db, email, tokenKey, appBaseUrl }: 
       if (existing?.status === 'sent') {
         return { status: invitation.status, emailId: null };
       }
+      if (existing?.status === 'rejected') {
+        // An earlier attempt stored the rejection and then failed to report it; report it without sending again.
+        throw reject(InvitationRejection.emailRejected, `The email provider rejected this address: ${existing.rejection_reason}`);
+      }
       if (invitation.status !== 'pending') {
         return { status: invitation.status, emailId: null };
       }
@@ -249,7 +253,12 @@ export function createInvitationActivities({ db, email, tokenKey, appBaseUrl }: 
       ({ messageId } = await email.send(message));
     } catch (error) {
       if (error instanceof PermanentEmailError) {
+        await recordEmailRejection(prepared, input, error);
         throw reject(InvitationRejection.emailRejected, error.message);
+      }
+      if (error instanceof EmailRateLimitedError && error.retryAfterMs !== null) {
+        // Overrides the retry policy's next interval with the provider's Retry-After for this one retry.
+        throw ApplicationFailure.create({ type: 'EmailRateLimited', message: error.message, nextRetryDelay: error.retryAfterMs });
       }
       throw error;
     }
@@ -260,6 +269,39 @@ export function createInvitationActivities({ db, email, tokenKey, appBaseUrl }: 
     // The activity logger adds the workflow id, activity and attempt to this line.
     log.info('Invitation email sent', { invitationId: input.invitationId, step: input.step, kind: input.kind, messageId });
     return { status: 'pending' };
+  }
+
+  /**
+   * Marks the step's email as rejected with the provider's reason and writes an `invitation.email_rejected`
+   * audit event, both once per step. The reason is the provider's error text, not the message with its link.
+   */
+  async function recordEmailRejection(
+    prepared: { emailId: string; userId: string; accountId: string },
+    input: SendInvitationEmailInput,
+    error: PermanentEmailError,
+  ): Promise<void> {
+    const { workflowId } = currentWorkflow();
+    await db.transaction(async (trx) => {
+      const [rejected] = await trx('invitation_emails')
+        .where({ id: prepared.emailId, status: 'sending' })
+        .update({ status: 'rejected', rejected_at: trx.fn.now(), rejection_reason: error.reason })
+        .returning('invitation_id');
+      if (!rejected) {
+        return;
+      }
+      const invitation = await trx('invitations').where({ id: input.invitationId }).first('environment_id');
+      await recordAuditEvent(trx, {
+        actorType: 'system',
+        actorUserId: null,
+        action: 'invitation.email_rejected',
+        targetUserId: prepared.userId,
+        accountId: prepared.accountId,
+        environmentId: invitation.environment_id,
+        workflowId,
+        details: { invitationId: input.invitationId, step: input.step, statusCode: error.statusCode, reason: error.reason },
+        eventKey: `invitation.email_rejected:${input.invitationId}:${input.step}`,
+      });
+    });
   }
 
   /** Stores what an email changes on the invitation: a new link (old one dead), expiry, counters, audit. */

@@ -7,13 +7,17 @@ import { pinoHttp } from 'pino-http';
 
 import { deriveKey } from '../lib/secrets.js';
 import { authenticate, requireEnvironmentMember } from './auth.js';
+import { installCallerRateLimit } from './caller-rate-limit.js';
 import type { ApiDependencies } from './context.js';
 import { errorHandler, HttpError, routeNotFound } from './errors.js';
 import { InvitationWorkflows } from './invitation-workflows.js';
+import { ApiMetrics } from './metrics.js';
 import { accountSettingsRouter } from './routes/account-settings.js';
 import { auditRouter } from './routes/audit.js';
 import { authRouter, meRouter } from './routes/auth.js';
 import { bulkRouter } from './routes/bulk.js';
+import { codecBodyParser, codecRouter } from './routes/codec.js';
+import { docsRouter } from './routes/docs.js';
 import type { RouterDependencies } from './routes/dependencies.js';
 import { invitationApiRouter, invitationPagesRouter } from './routes/invitations.js';
 import { memberChangesRouter } from './routes/member-changes.js';
@@ -27,12 +31,23 @@ const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;
 /** Builds the HTTP API. Tests call this with real dependencies and drive it with supertest. */
 export function createApp(dependencies: ApiDependencies): Express {
   const { config, db, temporal, logger } = dependencies;
+  const drain = dependencies.drain ?? { draining: false };
+  const metrics = new ApiMetrics();
   const invitations = new InvitationWorkflows(temporal, config, deriveKey(config.appSecret, 'workflow-id'));
   const routerDependencies: RouterDependencies = { ...dependencies, invitations };
 
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', config.trustProxy);
+  installCallerRateLimit(app, config);
+  app.use(metrics.middleware(app));
+  app.use((_request, response, next) => {
+    // While draining, clients with keep-alive connections reconnect, and so reach another instance.
+    if (drain.draining) {
+      response.setHeader('Connection', 'close');
+    }
+    next();
+  });
 
   app.use(
     pinoHttp({
@@ -43,13 +58,15 @@ export function createApp(dependencies: ApiDependencies): Express {
         response.setHeader('X-Request-Id', id);
         return id;
       },
-      // Only the path is logged: query strings can carry invitation tokens.
+      // Only the path is logged: query strings can carry invitation tokens. Of the response only the
+      // status is logged, because its Set-Cookie header carries session tokens.
       serializers: {
         req: (request: { id: string; method: string; url: string }) => ({
           id: request.id,
           method: request.method,
           path: request.url.split('?')[0],
         }),
+        res: (response: { statusCode: number }) => ({ statusCode: response.statusCode }),
       },
       customLogLevel: (_request, response, error) => (error || response.statusCode >= 500 ? 'error' : 'info'),
     }),
@@ -67,6 +84,7 @@ export function createApp(dependencies: ApiDependencies): Express {
   // A bulk onboarding of 1,000 rows needs more than the 100 kB that other requests get. The parser that
   // runs first marks the body as parsed, so the general one below skips it.
   app.use('/v1/accounts/:accountId/environments/:environment/users\\:batch', express.json({ limit: '1mb', strict: true }));
+  app.use('/codec', codecBodyParser);
   app.use(express.json({ limit: '100kb', strict: true }));
   app.use(express.urlencoded({ extended: false, limit: '10kb' }));
   app.use((request, _response, next) => {
@@ -90,7 +108,9 @@ export function createApp(dependencies: ApiDependencies): Express {
     },
   });
 
-  app.use(systemRouter(db, temporal, config.appBaseUrl));
+  app.use(systemRouter(db, temporal, drain, metrics.registry));
+  app.use(codecRouter(db, config));
+  app.use(docsRouter(config.appBaseUrl));
   app.use('/invitations', tokenRouteLimiter, invitationPagesRouter(db));
   app.use('/v1/invitations', tokenRouteLimiter, invitationApiRouter(db, invitations, logger));
   app.use(accountSettingsRouter(routerDependencies));

@@ -4,6 +4,7 @@ import type { Knex } from 'knex';
 import { USER_MANAGER_ROLES } from '../db/roles.js';
 import type { Config } from '../lib/config.js';
 import { hashToken, isOperatorKey, isSessionToken, parseApiKey } from '../lib/secrets.js';
+import { applyCallerRateLimit } from './caller-rate-limit.js';
 import type { Caller, Principal } from './context.js';
 import { HttpError } from './errors.js';
 import { readCookie, SESSION_COOKIE } from './sso/cookies.js';
@@ -85,10 +86,11 @@ function sessionFromCookie(request: Request, config: Config): string | undefined
 /**
  * Resolves the caller from `Authorization: Bearer <credential>`, or from the session cookie that SSO
  * sign-in sets. Three kinds of credential are accepted, distinguished by their prefix: API keys (`lc_`),
- * session tokens (`ls_`) and operator keys (`lo_`).
+ * session tokens (`ls_`) and operator keys (`lo_`). The caller's request then counts against its
+ * per-credential rate limit (see installCallerRateLimit).
  */
 export function authenticate(db: Knex, config: Config): RequestHandler {
-  return async (request, _response, next) => {
+  return async (request, response, next) => {
     const match = BEARER.exec(request.get('authorization') ?? '');
     const credential = match?.[1] ?? sessionFromCookie(request, config);
     if (credential === undefined) {
@@ -111,7 +113,7 @@ export function authenticate(db: Knex, config: Config): RequestHandler {
       callerKind: caller.kind,
       ...(caller.kind === 'operator' ? { operatorKeyId: caller.operatorKeyId } : { actorUserId: caller.userId }),
     });
-    next();
+    applyCallerRateLimit(request, response, next);
   };
 }
 

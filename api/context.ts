@@ -10,6 +10,13 @@ export interface ApiDependencies {
   db: Knex;
   temporal: Client;
   logger: Logger;
+  /** Set by api/main.ts on SIGTERM; without it the app never drains. */
+  drain?: DrainState;
+}
+
+/** Whether the process is shutting down: /readyz then answers 503 so that load balancers stop sending requests. */
+export interface DrainState {
+  draining: boolean;
 }
 
 /** Sender of the request, resolved from the bearer credential or the session cookie. */

@@ -2,6 +2,8 @@ import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type { Logger } from 'pino';
 import { ZodError, type z } from 'zod';
 
+import { isDatabaseUnavailable } from '../db/connection.js';
+
 export interface FieldProblem {
   field: string;
   rule: string;
@@ -137,6 +139,23 @@ interface BodyParserError {
   status?: number;
 }
 
+/** Seconds a client is asked to wait before retrying while the database is unreachable. */
+export const DATABASE_RETRY_AFTER_SECONDS = 5;
+
+/**
+ * Builds the 503 for a request that failed because Postgres was unreachable. A write whose connection
+ * dropped is rolled back by Postgres, unless the commit itself got through before the drop.
+ */
+export function databaseUnavailable(): HttpError {
+  return new HttpError(
+    503,
+    'database_unavailable',
+    `The database is unreachable at the moment; retry the request in ${DATABASE_RETRY_AFTER_SECONDS} s.`,
+    { retryAfterSeconds: DATABASE_RETRY_AFTER_SECONDS },
+    { 'Retry-After': String(DATABASE_RETRY_AFTER_SECONDS) },
+  );
+}
+
 /** The one error handler: every failure leaves as `{ error: { code, message, details } }`. */
 export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (error, request, response, _next) => {
@@ -153,6 +172,9 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       httpError = validationError(fieldProblems(error));
     } else if (parserError.type === 'encoding.unsupported' || parserError.type === 'charset.unsupported') {
       httpError = new HttpError(415, 'unsupported_media_type', 'The request body encoding is not supported; send UTF-8.');
+    } else if (isDatabaseUnavailable(error)) {
+      (request.log ?? logger).warn({ err: error }, 'request failed: database unreachable');
+      httpError = databaseUnavailable();
     } else {
       // Database and Temporal errors can quote values; log them, never echo them.
       (request.log ?? logger).error({ err: error }, 'request failed');

@@ -10,7 +10,9 @@ import { ApplicationFailure } from '@temporalio/common';
 import { InvitationRejection } from '../activities/invitations.js';
 import type { Config } from '../lib/config.js';
 import { normalizeEmail } from '../lib/email-address.js';
+import { lifecycleSearchAttributes } from '../workflows/search-attributes.js';
 import { emailFingerprint } from '../lib/secrets.js';
+import { summarizeRoles, visibleEmail } from '../workflows/visibility.js';
 import {
   InvitationFailure,
   invitationAcceptedSignal,
@@ -30,6 +32,14 @@ import { conflict, HttpError } from './errors.js';
  */
 export function invitationWorkflowId(idKey: Buffer, accountId: string, environment: string, email: string): string {
   return `invitation-${accountId}-${environment}-${emailFingerprint(idKey, normalizeEmail(email))}`;
+}
+
+/** Returns the one-line summary that the Temporal Web UI shows for an invitation workflow. */
+export function invitationSummary(
+  input: Pick<InvitationWorkflowInput, 'accountId' | 'environment' | 'email' | 'roles'>,
+  showEmails: boolean,
+): string {
+  return `Invitation of ${visibleEmail(input.email, showEmails)} to ${input.accountId}/${input.environment} as ${summarizeRoles(input.roles)}`;
 }
 
 /** Maps what the invitation workflow rejects to the API's statuses. */
@@ -98,7 +108,13 @@ export class InvitationWorkflows {
       taskQueue: this.config.temporal.taskQueue,
       workflowIdConflictPolicy: 'FAIL',
       workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-      staticSummary: `Invitation to ${input.accountId}/${input.environment}`,
+      staticSummary: invitationSummary(input, this.config.temporal.showEmails),
+      typedSearchAttributes: lifecycleSearchAttributes({
+        kind: 'invitation',
+        accountId: input.accountId,
+        environment: input.environment,
+        memberStatus: 'invited',
+      }),
       args: [{ ...input, timing: this.config.invitation }],
     });
     const state = await translateErrors(() =>

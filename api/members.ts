@@ -16,11 +16,22 @@ export interface MemberView {
     resendCount: number;
     lastSentAt: string | null;
     workflowId: string;
+    lastEmail: InvitationEmailView | null;
   } | null;
   invitedAt: string | null;
   activatedAt: string | null;
   createdAt: string;
   updatedAt: string;
+}
+
+/** The latest email of an invitation: whether the provider took it, or why it rejected it for good. */
+export interface InvitationEmailView {
+  step: string;
+  status: 'sending' | 'sent' | 'rejected';
+  sentAt: string | null;
+  rejectedAt: string | null;
+  /** The provider's reason, such as "Does not contain a valid address."; null unless rejected. */
+  rejectionReason: string | null;
 }
 
 export interface MemberFilter {
@@ -94,6 +105,26 @@ async function loadViews(db: Knex, membershipIds: string[]): Promise<MemberView[
     .orderBy([{ column: 'membership_id' }, { column: 'created_at', order: 'desc' }])
     .select('id', 'membership_id', 'status', 'expires_at', 'resend_count', 'last_sent_at', 'workflow_id');
   const invitationByMembership = new Map(invitations.map((invitation) => [invitation.membership_id, invitation]));
+  const emails = await db('invitation_emails')
+    .distinctOn('invitation_id')
+    .whereIn(
+      'invitation_id',
+      invitations.map((invitation) => invitation.id),
+    )
+    .orderBy([{ column: 'invitation_id' }, { column: 'created_at', order: 'desc' }])
+    .select('invitation_id', 'step', 'status', 'sent_at', 'rejected_at', 'rejection_reason');
+  const emailByInvitation = new Map<string, InvitationEmailView>(
+    emails.map((row) => [
+      row.invitation_id,
+      {
+        step: row.step,
+        status: row.status,
+        sentAt: iso(row.sent_at),
+        rejectedAt: iso(row.rejected_at),
+        rejectionReason: row.rejection_reason,
+      },
+    ]),
+  );
 
   const viewById = new Map<string, MemberView>();
   for (const row of rows) {
@@ -112,6 +143,7 @@ async function loadViews(db: Knex, membershipIds: string[]): Promise<MemberView[
             resendCount: invitation.resend_count,
             lastSentAt: iso(invitation.last_sent_at),
             workflowId: invitation.workflow_id,
+            lastEmail: emailByInvitation.get(invitation.id) ?? null,
           }
         : null,
       invitedAt: iso(row.invited_at),
@@ -145,7 +177,7 @@ export function memberPageQuery(
   environmentId: string,
   filter: MemberFilter,
   page: { limit: number; after?: Cursor | undefined },
-): Knex.QueryBuilder<Record<string, unknown>, { id: string; email_normalized: string }[]> {
+) {
   const query = db('memberships')
     .join('users', 'users.id', 'memberships.user_id')
     .where('memberships.environment_id', environmentId)

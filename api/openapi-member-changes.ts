@@ -83,6 +83,7 @@ export const memberChangePaths: ZodOpenApiPathsObject = {
         '409': failure(
           '`last_administrator`, `member_status_conflict` (not invited or active), or `member_change_in_progress` (another deactivation or reactivation of this member is running).',
         ),
+        '422': failure('`idempotency_key_reused`: the Idempotency-Key was used for a different request.'),
       },
     },
   },
@@ -100,6 +101,7 @@ export const memberChangePaths: ZodOpenApiPathsObject = {
         ...managerFailures,
         '403': failure('Only an administrator reactivates an administrator.'),
         '409': failure('`member_status_conflict` (not deactivated) or `member_change_in_progress`.'),
+        '422': failure('`idempotency_key_reused`: the Idempotency-Key was used for a different request.'),
       },
     },
   },
@@ -118,6 +120,7 @@ export const memberChangePaths: ZodOpenApiPathsObject = {
         '403': failure('The credential is not an operator key.'),
         '404': failure('No user has this email address.'),
         '409': failure('`member_change_in_progress`: an operator deactivation of this person is running.'),
+        '422': failure('`idempotency_key_reused`: the Idempotency-Key was used for a different request.'),
       },
     },
   },

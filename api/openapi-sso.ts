@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { ZodOpenApiPathsObject, ZodOpenApiResponsesObject } from 'zod-openapi';
 
-import { errorSchema } from './schemas.js';
+import { errorSchema, idempotencyHeader } from './schemas.js';
 
 /** OpenAPI paths of single sign-on, for buildOpenApiDocument to merge into `paths`. */
 
@@ -67,16 +67,17 @@ export const ssoOpenApiPaths: ZodOpenApiPathsObject = {
     post: {
       summary: 'Start Okta onboarding',
       description:
-        'Starts the onboarding workflow, which emails a self-service setup link to the customer contact. One onboarding per account runs at a time.',
+        'Starts the onboarding workflow, which emails a self-service setup link to the customer contact. One onboarding per account runs at a time. An `Idempotency-Key` header makes a retry return the first response instead of a 409.',
       security: [{ apiKey: [] }],
-      requestParams: { path: accountPath },
+      requestParams: { path: accountPath, header: idempotencyHeader },
       requestBody: json(z.strictObject({ contactEmail: z.email().max(254) })),
       responses: {
         '202': { description: 'Onboarding recorded; the email goes out next.', ...json(onboardingResponseSchema) },
         '400': failure('Invalid body.'),
         ...administratorFailures,
         '404': failure('Unknown account (operators only).'),
-        '409': failure('An onboarding is already running, or an active Okta connection exists.'),
+        '409': failure('An onboarding is already running, an active Okta connection exists, or the Idempotency-Key is in use.'),
+        '422': failure('The Idempotency-Key was used for a different request.'),
         '503': failure('SSO_ENCRYPTION_KEYS is not set.'),
       },
     },

@@ -5,6 +5,7 @@ import {
   acceptRequestSchema,
   acceptedSchema,
   errorSchema,
+  idempotencyHeader,
   inviteRequestSchema,
   listMembersQuerySchema,
   memberPageSchema,
@@ -13,8 +14,10 @@ import {
 } from './schemas.js';
 import { accountSettingsPaths, accountSettingsSecuritySchemes } from './openapi-account-settings.js';
 import { bulkOpenApiPaths } from './openapi-bulk.js';
+import { codecOpenApiPaths } from './openapi-codec.js';
 import { memberChangePaths, memberChangeSecuritySchemes } from './openapi-member-changes.js';
 import { ssoOpenApiPaths } from './openapi-sso.js';
+import { systemOpenApiPaths } from './openapi-system.js';
 import { auditEventSchema, auditQuerySchema } from './routes/audit.js';
 
 const json = (schema: z.ZodType) => ({ content: { 'application/json': { schema } } });
@@ -33,6 +36,7 @@ const membershipSummarySchema = z
 const managerFailures: ZodOpenApiResponsesObject = {
   '401': failure('Missing, unknown or revoked API key.'),
   '403': failure('The key is for another account or environment, or its owner may not manage users.'),
+  '503': failure('The database is unreachable at the moment; retry after the seconds in the Retry-After header.'),
 };
 
 function memberOperation(summary: string, extra: ZodOpenApiResponsesObject): ZodOpenApiOperationObject {
@@ -44,7 +48,7 @@ function memberOperation(summary: string, extra: ZodOpenApiResponsesObject): Zod
   };
 }
 
-/** Builds the OpenAPI 3.1 document served at GET /v1/openapi.json. */
+/** Builds the OpenAPI 3.1 document served at GET /v1/openapi.json and GET /openapi.json. */
 export function buildOpenApiDocument(serverUrl: string) {
   return createDocument({
     openapi: '3.1.0',
@@ -67,6 +71,8 @@ export function buildOpenApiDocument(serverUrl: string) {
       ...accountSettingsPaths,
       ...ssoOpenApiPaths,
       ...bulkOpenApiPaths,
+      ...systemOpenApiPaths,
+      ...codecOpenApiPaths,
       '/v1/accounts/{accountId}/environments/{environment}/users': {
         post: {
           summary: 'Invite a person',
@@ -75,7 +81,7 @@ export function buildOpenApiDocument(serverUrl: string) {
           security: [{ apiKey: [] }],
           requestParams: {
             path: environmentPath,
-            header: z.object({ 'Idempotency-Key': z.string().max(255).optional() }),
+            header: idempotencyHeader,
           },
           requestBody: json(inviteRequestSchema),
           responses: {
@@ -101,11 +107,16 @@ export function buildOpenApiDocument(serverUrl: string) {
         get: memberOperation('Get a member', { '404': failure('No such member in this environment.') }),
       },
       '/v1/accounts/{accountId}/environments/{environment}/users/{userId}/invitation/resend': {
-        post: memberOperation('Resend the invitation with a new link', {
-          '404': failure('No such member in this environment.'),
-          '409': failure('No pending invitation, or the resend limit is reached.'),
-          '429': failure('Resent too recently; see the Retry-After header.'),
-        }),
+        post: {
+          ...memberOperation('Resend the invitation with a new link', {
+            '404': failure('No such member in this environment.'),
+            '409': failure('No pending invitation, the resend limit is reached, or the Idempotency-Key is in use.'),
+            '422': failure('The Idempotency-Key was used for a different request.'),
+            '429': failure('Resent too recently; see the Retry-After header.'),
+          }),
+          description: 'Sends a new link, and the old one stops working. An `Idempotency-Key` header makes a retry return the first response instead of sending another email.',
+          requestParams: { path: memberPath, header: idempotencyHeader },
+        },
       },
       '/v1/accounts/{accountId}/environments/{environment}/users/{userId}/invitation/revoke': {
         post: memberOperation('Revoke the pending invitation', {
@@ -185,13 +196,6 @@ export function buildOpenApiDocument(serverUrl: string) {
         get: {
           summary: 'List the role catalog',
           responses: { '200': { description: 'Every role.', ...json(z.object({ data: z.array(roleSchema) })) } },
-        },
-      },
-      '/healthz': { get: { summary: 'Process is up', responses: { '200': { description: 'Up.' } } } },
-      '/readyz': {
-        get: {
-          summary: 'Database and Temporal are reachable',
-          responses: { '200': { description: 'Ready.' }, '503': { description: 'A dependency is unavailable.' } },
         },
       },
     },

@@ -60,6 +60,19 @@ export const memberSchema = z
         resendCount: z.number().int(),
         lastSentAt: timestamp.nullable(),
         workflowId: z.string().meta({ description: 'The invitation workflow, as listed in the Temporal Web UI.' }),
+        lastEmail: z
+          .object({
+            step: z.string().meta({ description: 'The workflow step that sent it: `initial`, `reminder` or `resend-<n>`.' }),
+            status: z.enum(['sending', 'sent', 'rejected']),
+            sentAt: timestamp.nullable(),
+            rejectedAt: timestamp.nullable(),
+            rejectionReason: z
+              .string()
+              .nullable()
+              .meta({ description: 'Why the email provider rejected the message for good; null unless `status` is `rejected`.' }),
+          })
+          .nullable()
+          .meta({ description: 'The latest email of this invitation, if one was prepared.' }),
       })
       .nullable()
       .meta({ description: 'The latest invitation to this environment, if any.' }),
@@ -93,3 +106,12 @@ export const errorSchema = z
     }),
   })
   .meta({ id: 'Error' });
+
+/** The optional `Idempotency-Key` request header of creating POSTs, for the OpenAPI document (see api/idempotency.ts). */
+export const idempotencyHeader = z.object({
+  'Idempotency-Key': z
+    .string()
+    .max(255)
+    .optional()
+    .meta({ description: 'Makes a retry with the same key and body return the first response; kept for 24 hours per caller.' }),
+});

@@ -1,16 +1,18 @@
 import { z } from 'zod';
 
 import { parseDuration } from './duration.js';
+import { deriveKey } from './secrets.js';
 
-/** Parses a duration variable such as `90s` or `7d` into milliseconds. */
-export function duration(defaultValue: string) {
+/** Parses a duration variable such as `90s` or `7d` into milliseconds; `allowZero` also accepts `0s`. */
+export function duration(defaultValue: string, { allowZero = false } = {}) {
   return z
     .string()
     .default(defaultValue)
     .transform((text, context) => {
       const milliseconds = parseDuration(text);
-      if (milliseconds === undefined || milliseconds <= 0) {
-        context.addIssue({ code: 'custom', message: `must be a positive duration such as 90s, 15m or 7d, got "${text}"` });
+      if (milliseconds === undefined || milliseconds < 0 || (milliseconds === 0 && !allowZero)) {
+        const kind = allowZero ? 'duration' : 'positive duration';
+        context.addIssue({ code: 'custom', message: `must be a ${kind} such as 90s, 15m or 7d, got "${text}"` });
         return z.NEVER;
       }
       return milliseconds;
@@ -26,6 +28,38 @@ export function booleanFlag(defaultValue: boolean) {
     .transform((text) => text === 'true' || text === '1');
 }
 
+const KEY_ID_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
+
+/** `id:base64key,id:base64key`: the first key encrypts, every key decrypts. */
+export const encryptionKeys = z
+  .string()
+  .optional()
+  .transform((text, context) => {
+    if (text === undefined || text.trim() === '') {
+      return [];
+    }
+    const keys: { id: string; key: Buffer }[] = [];
+    for (const entry of text.split(',')) {
+      const separator = entry.indexOf(':');
+      const id = entry.slice(0, separator).trim();
+      const key = Buffer.from(entry.slice(separator + 1).trim(), 'base64');
+      if (separator <= 0 || !KEY_ID_PATTERN.test(id)) {
+        context.addIssue({ code: 'custom', message: 'must be a comma-separated list of id:base64key, with ids of letters, digits, - and _' });
+        return z.NEVER;
+      }
+      if (key.length !== 32) {
+        context.addIssue({ code: 'custom', message: `key "${id}" must be 32 bytes in base64; generate one with \`openssl rand -base64 32\`` });
+        return z.NEVER;
+      }
+      if (keys.some((existing) => existing.id === id)) {
+        context.addIssue({ code: 'custom', message: `key id "${id}" appears twice` });
+        return z.NEVER;
+      }
+      keys.push({ id, key });
+    }
+    return keys;
+  });
+
 const environmentSchema = z
   .object({
     NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
@@ -38,6 +72,13 @@ const environmentSchema = z
     TEMPORAL_ADDRESS: z.string().min(1).default('localhost:7233'),
     TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
     TEMPORAL_TASK_QUEUE: z.string().min(1).default('lifecycle'),
+    TEMPORAL_VISIBILITY_SHOW_EMAILS: booleanFlag(false),
+    PAYLOAD_ENCRYPTION_KEYS: encryptionKeys,
+    TEMPORAL_UI_ORIGINS: z
+      .string()
+      .default('http://localhost:8233,http://127.0.0.1:8233')
+      .transform((text) => text.split(',').map((origin) => origin.trim()).filter(Boolean))
+      .pipe(z.array(z.url({ protocol: /^https?$/ }).refine((url) => new URL(url).origin === url, 'must be an origin such as https://temporal.example.com, without a path'))),
     INVITE_TTL: duration('7d'),
     INVITE_REMINDER_AFTER: duration('3d'),
     INVITE_RESEND_COOLDOWN: duration('60s'),
@@ -56,8 +97,18 @@ const environmentSchema = z
     EMAIL_CHANGE_TTL: duration('24h'),
     PASSWORD_RESET_TTL: duration('1h'),
     BATCH_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(10),
+    API_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(600),
+    SHUTDOWN_DRAIN_DELAY: duration('0s', { allowZero: true }),
+    SHUTDOWN_TIMEOUT: duration('10s'),
+    WORKER_METRICS_ADDRESS: z
+      .string()
+      .regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, such as 0.0.0.0:9464 or [::1]:9464')
+      .optional(),
   })
   .superRefine((values, context) => {
+    if (values.PAYLOAD_ENCRYPTION_KEYS.some((key) => key.id === DERIVED_PAYLOAD_KEY_ID)) {
+      context.addIssue({ code: 'custom', path: ['PAYLOAD_ENCRYPTION_KEYS'], message: `must not use the key id "${DERIVED_PAYLOAD_KEY_ID}", which names the key derived from APP_SECRET` });
+    }
     if (values.EMAIL_PROVIDER === 'sendgrid' && !values.SENDGRID_API_KEY) {
       context.addIssue({ code: 'custom', path: ['SENDGRID_API_KEY'], message: 'is required when EMAIL_PROVIDER=sendgrid' });
     }
@@ -85,7 +136,21 @@ export interface Config {
   appSecret: string;
   databaseUrl: string;
   databasePoolMax: number;
-  temporal: { address: string; namespace: string; taskQueue: string };
+  temporal: {
+    address: string;
+    namespace: string;
+    taskQueue: string;
+    /** Whether workflow summaries in the Temporal Web UI show whole email addresses instead of masked ones. */
+    showEmails: boolean;
+    /**
+     * AES-256-GCM keys of the payload codec: the first encrypts and all decrypt. The PAYLOAD_ENCRYPTION_KEYS
+     * come first, and a key derived from APP_SECRET (id `app-secret`) is always last, so payloads that were
+     * encrypted before the variable was set still decrypt.
+     */
+    payloadKeys: { id: string; key: Buffer }[];
+    /** Origins of Temporal Web UIs that may call the codec server from a browser. */
+    uiOrigins: string[];
+  };
   invitation: InvitationTiming;
   email: {
     provider: 'log' | 'sendgrid';
@@ -103,7 +168,23 @@ export interface Config {
   passwordResetTtlMs: number;
   /** Invitation workflows a bulk onboarding starts at the same time. */
   batchConcurrency: number;
+  /** Requests per minute to the authenticated API, per API key, session or operator key. */
+  apiRateLimitPerMinute: number;
+  shutdown: {
+    /** After SIGTERM, how long the API keeps serving while /readyz answers 503, in milliseconds. */
+    drainDelayMs: number;
+    /**
+     * In milliseconds: how long the API's in-flight requests get after the drain delay before their
+     * connections are closed, and the worker's shutdownGraceTime for running activities.
+     */
+    timeoutMs: number;
+  };
+  /** host:port of the worker's Prometheus endpoint; unset, the worker exports no metrics. */
+  workerMetricsAddress: string | undefined;
 }
+
+/** The id of the payload key derived from APP_SECRET; PAYLOAD_ENCRYPTION_KEYS may not use it. */
+export const DERIVED_PAYLOAD_KEY_ID = 'app-secret';
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -140,6 +221,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       address: values.TEMPORAL_ADDRESS,
       namespace: values.TEMPORAL_NAMESPACE,
       taskQueue: values.TEMPORAL_TASK_QUEUE,
+      showEmails: values.TEMPORAL_VISIBILITY_SHOW_EMAILS,
+      uiOrigins: values.TEMPORAL_UI_ORIGINS,
+      payloadKeys: [...values.PAYLOAD_ENCRYPTION_KEYS, { id: DERIVED_PAYLOAD_KEY_ID, key: deriveKey(values.APP_SECRET, 'payload-encryption') }],
     },
     invitation: {
       ttlMs: values.INVITE_TTL,
@@ -164,6 +248,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     emailChangeTtlMs: values.EMAIL_CHANGE_TTL,
     passwordResetTtlMs: values.PASSWORD_RESET_TTL,
     batchConcurrency: values.BATCH_CONCURRENCY,
+    apiRateLimitPerMinute: values.API_RATE_LIMIT_PER_MINUTE,
+    shutdown: { drainDelayMs: values.SHUTDOWN_DRAIN_DELAY, timeoutMs: values.SHUTDOWN_TIMEOUT },
+    workerMetricsAddress: values.WORKER_METRICS_ADDRESS,
   };
 }
 

@@ -1,40 +1,8 @@
 import { z } from 'zod';
 
-import { booleanFlag, ConfigError, duration } from './config.js';
+import { booleanFlag, ConfigError, duration, encryptionKeys } from './config.js';
 
 // NOTE: these variables belong in lib/config.ts; they live here until that file takes them over.
-
-const KEY_ID_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
-
-/** `id:base64key,id:base64key`: the first key encrypts, every key decrypts. */
-const encryptionKeys = z
-  .string()
-  .optional()
-  .transform((text, context) => {
-    if (text === undefined || text.trim() === '') {
-      return [];
-    }
-    const keys: { id: string; key: Buffer }[] = [];
-    for (const entry of text.split(',')) {
-      const separator = entry.indexOf(':');
-      const id = entry.slice(0, separator).trim();
-      const key = Buffer.from(entry.slice(separator + 1).trim(), 'base64');
-      if (separator <= 0 || !KEY_ID_PATTERN.test(id)) {
-        context.addIssue({ code: 'custom', message: 'must be a comma-separated list of id:base64key, with ids of letters, digits, - and _' });
-        return z.NEVER;
-      }
-      if (key.length !== 32) {
-        context.addIssue({ code: 'custom', message: `key "${id}" must be 32 bytes in base64; generate one with \`openssl rand -base64 32\`` });
-        return z.NEVER;
-      }
-      if (keys.some((existing) => existing.id === id)) {
-        context.addIssue({ code: 'custom', message: `key id "${id}" appears twice` });
-        return z.NEVER;
-      }
-      keys.push({ id, key });
-    }
-    return keys;
-  });
 
 const ssoEnvironmentSchema = z
   .object({

@@ -8,9 +8,12 @@ import { InvitationWorkflows, invitationWorkflowId } from '../api/invitation-wor
 import { createAccount, createApiKey, ensureActiveMember, findEnvironment } from '../db/bootstrap.js';
 import { createDatabase, migrateToLatest } from '../db/connection.js';
 import { ConfigError, loadConfig } from '../lib/config.js';
+import { dataConverter } from '../lib/data-converter.js';
 import { emailSchema, normalizeEmail } from '../lib/email-address.js';
 import { deriveKey, generateOperatorKey } from '../lib/secrets.js';
+import { LIFECYCLE_SEARCH_ATTRIBUTES } from '../workflows/search-attributes.js';
 import { loadDatabaseConfig, redactDatabaseUrl } from './database-config.js';
+import { registerSearchAttributes } from './search-attributes.js';
 
 const USAGE = `Usage: npm run admin -- <command> [options]
 
@@ -40,6 +43,12 @@ Commands:
   create-operator-key --name NAME
       Create a platform operator key (lo_...) for the /v1/operator routes, which act on
       every account. The key is printed once, alone on standard output.
+
+  register-search-attributes
+      Register the Keyword search attributes that lifecycle workflows set (LifecycleAccountId,
+      LifecycleEnvironment, LifecycleKind, LifecycleMemberStatus) in TEMPORAL_NAMESPACE on the
+      Temporal Service at TEMPORAL_ADDRESS. Attributes that exist are left alone. Temporal Cloud
+      namespaces take them through tcld or the Cloud UI instead.
 
   help
       Show this text.
@@ -261,7 +270,7 @@ async function inviteAdministrator(values: Values): Promise<void> {
       );
     });
     try {
-      const temporal = new Client({ connection, namespace: config.temporal.namespace });
+      const temporal = new Client({ connection, namespace: config.temporal.namespace, dataConverter: dataConverter(config) });
       const idKey = deriveKey(config.appSecret, 'workflow-id');
       const invitations = new InvitationWorkflows(temporal, config, idKey);
       const input = { accountId, environmentId, environment, email: address, roles: ['administrator'], invitedByUserId: null };
@@ -296,6 +305,21 @@ async function inviteAdministrator(values: Values): Promise<void> {
   });
 }
 
+async function registerSearchAttributesCommand(): Promise<void> {
+  const address = process.env.TEMPORAL_ADDRESS ?? 'localhost:7233';
+  const namespace = process.env.TEMPORAL_NAMESPACE ?? 'default';
+  const connection = await Connection.connect({ address, connectTimeout: 10_000 }).catch((error: unknown) => {
+    throw new CommandError(`Could not connect to Temporal at ${address}: ${(error as Error).message}. Check TEMPORAL_ADDRESS.`);
+  });
+  try {
+    const added = await registerSearchAttributes(connection, namespace);
+    const names = LIFECYCLE_SEARCH_ATTRIBUTES.map((key) => key.name);
+    print(added.length > 0 ? `Registered ${added.join(', ')} in namespace "${namespace}".` : `All of ${names.join(', ')} were already registered in "${namespace}".`);
+  } finally {
+    await connection.close();
+  }
+}
+
 interface Command {
   options: NonNullable<ParseArgsConfig['options']>;
   run: (values: Values) => Promise<void>;
@@ -311,6 +335,7 @@ const COMMANDS: Record<string, Command> = {
   'add-administrator': { options: MEMBER_OPTIONS, run: addAdministrator },
   'create-api-key': { options: { ...MEMBER_OPTIONS, name: STRING }, run: createApiKeyCommand },
   'create-operator-key': { options: { name: STRING }, run: createOperatorKeyCommand },
+  'register-search-attributes': { options: {}, run: registerSearchAttributesCommand },
 };
 
 async function main(argv: string[]): Promise<number> {

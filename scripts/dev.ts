@@ -12,12 +12,14 @@ import { createDatabase, migrateToLatest } from '../db/connection.js';
 import { ConfigError, loadConfig, type Config } from '../lib/config.js';
 import { createEmailSender } from '../lib/email/index.js';
 import { createLogger, type Logger } from '../lib/logger.js';
+import { dataConverter } from '../lib/data-converter.js';
 import { connectWorker, createWorker } from '../worker/create-worker.js';
 import { installTemporalRuntime } from '../worker/temporal-logger.js';
 import { redactDatabaseUrl } from './database-config.js';
 import { DEMO_ACCOUNT, DEMO_ADMIN_EMAIL, ensureDemoPassword, seedDemoAccount, type DemoEnvironment } from './dev-seed.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
 import { findOrBuildTemporalCli } from './temporal-cli.js';
+import { registerSearchAttributes } from './search-attributes.js';
 import { startCliDevServer, startDownloadedDevServer, type TemporalDevServer } from './temporal-dev-server.js';
 import { TIMED_OUT, withTimeout } from './timeouts.js';
 
@@ -130,9 +132,11 @@ function closeServer(server: Server): Promise<void> {
 async function startTemporal(
   logger: Logger,
   namespace: string,
+  codecEndpoint: string,
   onUnexpectedExit: (reason: string) => void,
 ): Promise<TemporalDevServer> {
   const options = {
+    codecEndpoint,
     ip: LOOPBACK,
     port: TEMPORAL_PORT,
     uiPort: TEMPORAL_UI_PORT,
@@ -267,7 +271,7 @@ async function main(): Promise<void> {
 
     let temporalUiUrl: string | undefined;
     if (!process.env.TEMPORAL_ADDRESS) {
-      const temporalServer = await startTemporal(logger, config.temporal.namespace, (reason) => {
+      const temporalServer = await startTemporal(logger, config.temporal.namespace, `${config.appBaseUrl}/codec`, (reason) => {
         logger.error({ reason }, 'the Temporal dev server exited');
         void stop('Temporal dev server exited', 1);
       });
@@ -298,7 +302,12 @@ async function main(): Promise<void> {
 
     const clientConnection = await Connection.connect({ address: config.temporal.address });
     stopSteps.add('Temporal client connection', 5_000, () => clientConnection.close());
-    const temporal = new Client({ connection: clientConnection, namespace: config.temporal.namespace });
+    const temporal = new Client({ connection: clientConnection, namespace: config.temporal.namespace, dataConverter: dataConverter(config) });
+    // A Temporal Service started elsewhere (TEMPORAL_ADDRESS) may lack them; the dev server has them already.
+    const registered = await registerSearchAttributes(clientConnection, config.temporal.namespace);
+    if (registered.length > 0) {
+      logger.info({ searchAttributes: registered }, 'registered search attributes');
+    }
 
     const workerConnection = await connectWorker(config);
     stopSteps.add('Temporal worker connection', 5_000, () => workerConnection.close());

@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { Connection } from '@temporalio/client';
 
+import { LIFECYCLE_SEARCH_ATTRIBUTES, searchAttributeFlags } from '../workflows/search-attributes.js';
 import { TIMED_OUT, withTimeout } from './timeouts.js';
 
 /** A Temporal development server started by this process. */
@@ -26,6 +27,8 @@ export interface DevServerOptions {
   /** SQLite file that keeps workflows across restarts. */
   dbFilename: string;
   namespace: string;
+  /** The codec server the Web UI uses to show encrypted payloads; the CLI-started server only. */
+  codecEndpoint?: string;
   /** How long to wait for the server to respond, in milliseconds. */
   readyTimeoutMs: number;
 }
@@ -131,7 +134,11 @@ export async function startCliDevServer(
     options.dbFilename,
     '--log-level',
     'warn',
+    ...searchAttributeFlags(),
   ];
+  if (options.codecEndpoint) {
+    args.push('--ui-codec-endpoint', options.codecEndpoint);
+  }
   // The server always creates "default"; any other namespace is created at launch.
   if (options.namespace !== 'default') {
     args.push('--namespace', options.namespace);
@@ -197,6 +204,7 @@ export async function startDownloadedDevServer(options: DevServerOptions & { dow
       uiPort: options.uiPort,
       dbFilename: options.dbFilename,
       namespace: options.namespace,
+      searchAttributes: [...LIFECYCLE_SEARCH_ATTRIBUTES],
     },
   });
   const address = `${options.ip}:${options.port}`;

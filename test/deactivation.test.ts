@@ -12,6 +12,7 @@ import { hashPassword } from '../lib/passwords.js';
 import { tokenIn, type ReceivedMail } from './support/fake-sendgrid.js';
 import { startHarness, uniqueEmail, uniqueId, type Harness } from './support/harness.js';
 import { recordHistory } from './support/histories.js';
+import { lockRow, waitForBlockedStatement } from './support/table-locks.js';
 
 let harness: Harness;
 let activities: ReturnType<typeof createMemberChangeActivities>;
@@ -308,6 +309,70 @@ describe('deactivation under concurrency', () => {
       expect(rejected).toHaveLength(1);
       expect(rejected[0]!.reason).toMatchObject({ type: 'LastAdministrator', nonRetryable: true });
       expect(await activeAdministrators(environment.id)).toHaveLength(1);
+    }
+  });
+
+  test('deactivation races acceptance', async () => {
+    const acceptStatement = 'from "invitations" where "token_hash"';
+    const deactivateStatement = 'select "id" from "invitations" where "membership_id"';
+
+    for (const first of ['deactivation', 'acceptance'] as const) {
+      const email = uniqueEmail(`race-${first}`);
+      const { userId, invitationWorkflowId, token } = await invite(email, ['customer_viewer']);
+      const { id: invitationId } = await harness.db('invitations').where({ workflow_id: invitationWorkflowId }).first('id');
+
+      // Both requests wait on the invitation row, which the test holds, in the order they arrive.
+      const lock = await lockRow(harness.db, 'invitations', invitationId);
+      const sendDeactivation = () => deactivate(harness.seed.adminKey, userId).then((response) => response);
+      const sendAcceptance = () => harness.api.post('/v1/invitations/accept').send({ token, password: PASSWORD }).then((response) => response);
+      let deactivation;
+      let acceptance;
+      try {
+        if (first === 'deactivation') {
+          deactivation = sendDeactivation();
+          await waitForBlockedStatement(harness.db, deactivateStatement);
+          acceptance = sendAcceptance();
+          await waitForBlockedStatement(harness.db, acceptStatement);
+        } else {
+          acceptance = sendAcceptance();
+          await waitForBlockedStatement(harness.db, acceptStatement);
+          deactivation = sendDeactivation();
+          await waitForBlockedStatement(harness.db, deactivateStatement);
+        }
+      } finally {
+        await lock.release();
+      }
+      const [deactivated, accepted] = await Promise.all([deactivation!, acceptance!]);
+
+      // Either way the person ends deactivated, with no pending invitation and no working link.
+      expect(deactivated.status).toBe(200);
+      expect(deactivated.body.status).toBe('deactivated');
+      const invitation = await harness.db('invitations').where({ id: invitationId }).first('status', 'token_hash');
+      expect(invitation.token_hash).toBeNull();
+      const login = await harness.api.post('/v1/auth/login').send({ email, password: PASSWORD });
+      expect(login.status).not.toBe(200);
+      const outcome = (await harness.temporal.workflow.getHandle(invitationWorkflowId).result()).outcome;
+      const deactivatedEvents = await auditEvents(userId, 'membership.deactivated');
+      expect(deactivatedEvents).toHaveLength(1);
+
+      if (first === 'deactivation') {
+        // The acceptance lost: its link had been revoked by the time it read the row.
+        expect(accepted.status).toBe(410);
+        expect(accepted.body.error.code).toBe('invitation_link_invalid');
+        expect(deactivated.body.deactivation.impact.pendingInvitations).toBe(1);
+        expect(invitation.status).toBe('revoked');
+        expect(outcome).toBe('revoked');
+        expect(await auditEvents(userId, 'invitation.accepted')).toHaveLength(0);
+        expect(deactivatedEvents[0].details.statusBefore).toBe('invited');
+      } else {
+        // The acceptance won, and the deactivation then applied to the member it had made active.
+        expect(accepted.status).toBe(200);
+        expect(deactivated.body.deactivation.impact.pendingInvitations).toBe(0);
+        expect(invitation.status).toBe('accepted');
+        expect(outcome).toBe('accepted');
+        expect(await auditEvents(userId, 'invitation.accepted')).toHaveLength(1);
+        expect(deactivatedEvents[0].details.statusBefore).toBe('active');
+      }
     }
   });
 

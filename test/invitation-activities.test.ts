@@ -6,7 +6,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { createInvitationActivities, type RecordedInvitation } from '../activities/invitations.js';
 import { createEmailSender } from '../lib/email/index.js';
 import { deriveKey } from '../lib/secrets.js';
-import { linkIn } from './support/fake-sendgrid.js';
+import { INVALID_RECIPIENT_ERROR, linkIn } from './support/fake-sendgrid.js';
 import { startHarness, uniqueEmail, type Harness } from './support/harness.js';
 
 /**
@@ -103,6 +103,26 @@ describe('invitation activities', () => {
     await expect(
       run.environment().run(activities.sendInvitationEmail, { invitationId, step: 'initial', kind: 'invitation' as const }),
     ).rejects.toMatchObject({ type: 'EmailRejected', nonRetryable: true });
+  });
+
+  test('rejected email not sent again', async () => {
+    const run = workflowRun();
+    const email = uniqueEmail('rejected');
+    const { invitationId } = await record(run, email);
+    const input = { invitationId, step: 'initial', kind: 'invitation' as const };
+    harness.sendgrid.failNext(400, { errors: [INVALID_RECIPIENT_ERROR] });
+    await expect(run.environment().run(activities.sendInvitationEmail, input)).rejects.toMatchObject({ type: 'EmailRejected' });
+    await expect(run.environment().run(activities.sendInvitationEmail, input)).rejects.toMatchObject({
+      type: 'EmailRejected',
+      message: `The email provider rejected this address: ${INVALID_RECIPIENT_ERROR.message} (${INVALID_RECIPIENT_ERROR.field})`,
+    });
+
+    const requests = harness.sendgrid.received.filter((mail) => mail.body.personalizations[0]?.to[0]?.email === email);
+    expect(requests).toHaveLength(1);
+    const rows = await harness.db('invitation_emails').where({ invitation_id: invitationId }).select('status', 'rejection_reason');
+    expect(rows).toEqual([{ status: 'rejected', rejection_reason: `${INVALID_RECIPIENT_ERROR.message} (${INVALID_RECIPIENT_ERROR.field})` }]);
+    const events = await harness.db('audit_events').where({ action: 'invitation.email_rejected' }).whereRaw("details->>'invitationId' = ?", [invitationId]);
+    expect(events).toHaveLength(1);
   });
 
   test('expireInvitation twice ends once', async () => {

@@ -125,4 +125,16 @@ describe('sessions', () => {
     expect(crossSite.status).toBe(403);
     expect(crossSite.headers['set-cookie']).toBeUndefined();
   });
+
+  test('session cookie stays out of logs', async () => {
+    const { email } = await memberWithPassword(['customer_viewer']);
+    const signedIn = await harness.api.post('/v1/auth/login').type('form').set('Origin', 'http://127.0.0.1:3999').send({ email, password: PASSWORD });
+    expect(signedIn.status).toBe(200);
+    const token = /lc_session=([^;]+)/.exec((signedIn.headers['set-cookie'] as unknown as string[]).join('\n'))![1]!;
+    expect(token).toMatch(/^ls_/);
+
+    const requestLine = harness.logLines.find((line) => line.includes('"path":"/v1/auth/login"') && line.includes('"statusCode":200'));
+    expect(requestLine).toBeDefined();
+    expect(harness.logLines.filter((line) => line.includes(token))).toEqual([]);
+  });
 });

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 
 import { tokenIn } from './support/fake-sendgrid.js';
 import { startHarness, uniqueEmail, type Harness } from './support/harness.js';
+import { lockTable, waitForBlockedStatement, waitForSessionEnd } from './support/table-locks.js';
 import { WorkerProcess } from './support/worker-process.js';
 
 let harness: Harness;
@@ -20,10 +21,7 @@ afterAll(async () => {
 });
 
 async function invite(email: string) {
-  const response = await harness.api
-    .post(`/v1/accounts/${harness.seed.accountId}/environments/sandbox/users`)
-    .set('Authorization', `Bearer ${harness.seed.adminKey}`)
-    .send({ email, roles: ['customer_viewer'] });
+  const response = await harness.invite(email);
   expect(response.status).toBe(202);
   return response.body;
 }
@@ -82,5 +80,72 @@ describe('worker crash', () => {
       { step: 'initial', status: 'sent' },
       { step: 'reminder', status: 'sent' },
     ]);
+  });
+
+  test('killed mid-write leaves no partial state', async () => {
+    await worker?.stop();
+    worker = new WorkerProcess(harness.env);
+    await worker.start();
+
+    // "email": the SendGrid request is open when the worker dies.
+    const emailStep = uniqueEmail('email-step');
+    harness.sendgrid.holdNext();
+    await invite(emailStep);
+    await harness.sendgrid.waitFor(() => harness.sendgrid.heldCount === 1);
+
+    // "database": the initial email's transaction waits on its insert into invitation_emails.
+    const databaseStep = uniqueEmail('database-step');
+    const emailRowsLock = await lockTable(harness.db, 'invitation_emails');
+    await invite(databaseStep);
+    const databasePid = await waitForBlockedStatement(harness.db, 'insert into "invitation_emails"');
+
+    // "audit": recordInvitation's transaction waits on its audit event, its last write. The API request
+    // waits for the invitation to be recorded, so it stays open across the crash.
+    const auditStep = uniqueEmail('audit-step');
+    const auditLock = await lockTable(harness.db, 'audit_events');
+    // then() sends the request now; the response is awaited after the restart.
+    const auditInvite = harness.invite(auditStep).then((response) => response);
+    const auditPid = await waitForBlockedStatement(harness.db, 'insert into "audit_events"');
+
+    await worker.kill();
+    harness.sendgrid.releaseHeld(503);
+    await auditLock.release();
+    await emailRowsLock.release();
+    // Postgres rolls back each transaction once its statement finishes and it finds the client gone.
+    await waitForSessionEnd(harness.db, databasePid);
+    await waitForSessionEnd(harness.db, auditPid);
+
+    expect(await harness.db('users').where({ email: auditStep }).first()).toBeUndefined();
+    const databaseInvitation = await harness.db('invitations').where({ email_normalized: databaseStep }).first('id');
+    expect(await harness.db('invitation_emails').where({ invitation_id: databaseInvitation.id })).toEqual([]);
+
+    worker = new WorkerProcess(harness.env);
+    await worker.start();
+    // Temporal retries each lost activity once its 30 s start-to-close timeout has passed.
+    const people = [emailStep, databaseStep, auditStep];
+    await harness.sendgrid.waitFor(() => people.every((email) => harness.sendgrid.deliveredTo(email).length >= 1), 90_000);
+    const audited = await auditInvite;
+    expect(audited.status).toBe(202);
+
+    for (const email of people) {
+      const token = tokenIn(harness.sendgrid.deliveredTo(email).at(-1)!);
+      const accepted = await harness.api.post('/v1/invitations/accept').send({ token, password: 'survived a crash ok' });
+      expect(accepted.status).toBe(200);
+      const invitation = await harness.db('invitations').where({ email_normalized: email }).first('id', 'workflow_id', 'status');
+      expect(invitation.status).toBe('accepted');
+      const result = await harness.temporal.workflow.getHandle(invitation.workflow_id).result();
+      expect(result.outcome).toBe('accepted');
+
+      // Every step wrote one row and one email; a reminder may have fallen due before the acceptance.
+      const rows = await harness.db('invitation_emails').where({ invitation_id: invitation.id }).orderBy('created_at').select('step', 'status');
+      expect(rows[0]).toEqual({ step: 'initial', status: 'sent' });
+      expect(rows.every((row) => row.status === 'sent')).toBe(true);
+      expect(new Set(rows.map((row) => row.step)).size).toBe(rows.length);
+      expect(harness.sendgrid.deliveredTo(email)).toHaveLength(rows.length);
+
+      const created = await harness.db('audit_events').where({ action: 'invitation.created' }).whereRaw("details->>'invitationId' = ?", [invitation.id]);
+      expect(created).toHaveLength(1);
+    }
+    expect(await harness.db('invitations').whereIn('email_normalized', people).count({ count: '*' })).toEqual([{ count: '3' }]);
   });
 });

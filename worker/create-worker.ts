@@ -13,8 +13,10 @@ import { createInvitationActivities } from '../activities/invitations.js';
 import { createMemberChangeActivities } from '../activities/member-changes.js';
 import { createSsoActivities } from '../activities/sso.js';
 import type { Config } from '../lib/config.js';
+import { dataConverter } from '../lib/data-converter.js';
 import type { EmailSender } from '../lib/email/index.js';
 import { deriveKey } from '../lib/secrets.js';
+import { activityOutcomeInterceptors } from './activity-outcomes.js';
 
 /** The workflow sources: TypeScript when run from the repository, JavaScript from the compiled build. */
 export const WORKFLOWS_PATH = ['index.ts', 'index.js']
@@ -51,11 +53,14 @@ export async function createWorker(dependencies: WorkerDependencies): Promise<Wo
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
     activities: createActivities(dependencies),
+    dataConverter: dataConverter(config),
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
     // Activities are short database writes and one HTTP call; the pool size bounds them instead.
     maxConcurrentActivityTaskExecutions: Math.max(4, config.databasePoolMax * 2),
-    // Running activities get this long to finish on shutdown before they are cancelled and retried elsewhere.
-    shutdownGraceTime: '10s',
+    interceptors: { activity: [activityOutcomeInterceptors] },
+    // On shutdown (SIGTERM), running activities get SHUTDOWN_TIMEOUT to finish. Then they are cancelled,
+    // and Temporal retries them on another worker once their attempt fails or times out.
+    shutdownGraceTime: config.shutdown.timeoutMs,
   });
 }
 

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 
 import { createDatabase } from '../db/connection.js';
+import { dataConverter } from '../lib/data-converter.js';
 import { loadConfigOrExit } from '../lib/config.js';
 import { loadSsoConfigOrExit } from '../lib/sso-config.js';
 import { createEmailSender } from '../lib/email/index.js';
@@ -19,11 +20,11 @@ async function main(): Promise<void> {
   const config = loadConfigOrExit();
   loadSsoConfigOrExit();
   const logger = createLogger({ level: config.logLevel, name: 'lifecycle-worker' });
-  installTemporalRuntime(logger);
+  installTemporalRuntime(logger, { metricsBindAddress: config.workerMetricsAddress });
   const db = createDatabase({ url: config.databaseUrl, poolMax: config.databasePoolMax });
   const connection = await connectWorker(config);
   const clientConnection = await Connection.connect({ address: config.temporal.address });
-  const temporal = new Client({ connection: clientConnection, namespace: config.temporal.namespace });
+  const temporal = new Client({ connection: clientConnection, namespace: config.temporal.namespace, dataConverter: dataConverter(config) });
   const worker = await createWorker({
     temporal,
     config,
@@ -34,10 +35,25 @@ async function main(): Promise<void> {
     ...(existsSync(PREBUILT_BUNDLE) ? { workflowBundle: { codePath: PREBUILT_BUNDLE } } : {}),
   });
 
-  logger.info({ taskQueue: config.temporal.taskQueue }, 'worker started');
-  // The SDK's Runtime stops the worker on SIGINT and SIGTERM; run() then resolves after draining.
+  logger.info(
+    {
+      taskQueue: config.temporal.taskQueue,
+      namespace: config.temporal.namespace,
+      temporalAddress: config.temporal.address,
+      metricsAddress: config.workerMetricsAddress ?? null,
+      shutdownGraceTimeMs: config.shutdown.timeoutMs,
+    },
+    'worker started',
+  );
+  // The SDK's Runtime stops the worker on SIGINT and SIGTERM: it stops polling, gives running activities
+  // shutdownGraceTime to finish, and run() resolves once every task has been completed or handed back.
   await worker.run();
-  await Promise.allSettled([db.destroy(), connection.close(), clientConnection.close()]);
+  const results = await Promise.allSettled([db.destroy(), connection.close(), clientConnection.close()]);
+  for (const result of results) {
+    if (result.status === 'rejected') {
+      logger.error({ err: result.reason }, 'closing a connection failed during shutdown');
+    }
+  }
   logger.info('worker stopped');
 }
 

@@ -36,11 +36,20 @@ export class PinoTemporalLogger implements TemporalLogger {
 
 let installed = false;
 
-/** Installs the SDK runtime with the app's logger. The SDK allows one install per process. */
-export function installTemporalRuntime(logger: Logger): void {
+/**
+ * Installs the SDK runtime with the app's logger and, given `metricsBindAddress` (host:port), a
+ * Prometheus endpoint at `/metrics` on that address for the SDK's metrics and the activity outcome
+ * counts. The SDK allows one install per process, so later calls change nothing.
+ */
+export function installTemporalRuntime(logger: Logger, options: { metricsBindAddress?: string } = {}): void {
   if (installed) {
     return;
   }
-  Runtime.install({ logger: new PinoTemporalLogger(logger.child({ component: 'temporal' })) });
+  Runtime.install({
+    logger: new PinoTemporalLogger(logger.child({ component: 'temporal' })),
+    ...(options.metricsBindAddress
+      ? { telemetryOptions: { metrics: { prometheus: { bindAddress: options.metricsBindAddress, countersTotalSuffix: true, useSecondsForDurations: true } } } }
+      : {}),
+  });
   installed = true;
 }

@@ -18,6 +18,8 @@ import {
 import type { BatchRowCheck, BulkActivities, RecordedGroupInvitation } from '../activities/bulk.js';
 import type { InvitationActivities } from '../activities/invitations.js';
 import { invitationEndedSignal, invitationWorkflow, type InvitationTimingInput } from './invitation.js';
+import { lifecycleSearchAttributes } from './search-attributes.js';
+import { summarizeRoles, visibleEmail } from './visibility.js';
 
 /**
  * Checks of an invitation workflow that has not recorded yet: the wait before the next check grows to
@@ -47,6 +49,8 @@ export interface InvitationGroupInput {
   invitedByUserId: string | null;
   timing: InvitationTimingInput;
   environments: InvitationGroupEnvironment[];
+  /** Whether the invitations' summaries in the Temporal Web UI show the whole email address. */
+  showEmails?: boolean;
 }
 
 export type InvitationGroupPhase = 'recording' | 'recorded' | 'emailed' | 'rejected' | 'email_rejected';
@@ -195,7 +199,13 @@ async function startInvitation(input: InvitationGroupInput, target: InvitationGr
     ],
     parentClosePolicy: 'ABANDON',
     workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-    staticSummary: `Invitation to ${input.accountId}/${target.environment}`,
+    staticSummary: `Invitation of ${visibleEmail(input.email, input.showEmails ?? false)} to ${input.accountId}/${target.environment} as ${summarizeRoles(target.roles)}`,
+    typedSearchAttributes: lifecycleSearchAttributes({
+      kind: 'invitation',
+      accountId: input.accountId,
+      environment: target.environment,
+      memberStatus: 'invited',
+    }),
   });
   // Each check returns within seconds; the waiting between checks is a timer here, so no activity slot
   // is held while the child waits for one.

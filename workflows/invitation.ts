@@ -14,6 +14,8 @@ import {
 } from '@temporalio/workflow';
 
 import type { InvitationActivities } from '../activities/invitations.js';
+import type { MemberStatus } from './search-attributes.js';
+import { showMemberStatus } from './visibility.js';
 
 export interface InvitationTimingInput {
   ttlMs: number;
@@ -73,6 +75,13 @@ export const invitationAcceptedSignal = defineSignal('invitationAccepted');
 export const invitationEndedSignal = defineSignal<[{ status: 'revoked' | 'expired' }]>('invitationEnded');
 export const invitationStateQuery = defineQuery<InvitationState>('invitationState');
 
+/** The membership status that each settled phase leaves; the workflow starts with `invited`. */
+const MEMBER_STATUS_OF_PHASE: Partial<Record<InvitationPhase, MemberStatus>> = {
+  accepted: 'active',
+  expired: 'expired',
+  revoked: 'revoked',
+};
+
 /** Failure types the API maps to HTTP statuses. */
 export const InvitationFailure = {
   notPending: 'InvitationNotPending',
@@ -103,9 +112,15 @@ export async function invitationWorkflow(input: InvitationWorkflowInput): Promis
   let linkVersion = 0;
 
   const isSettled = () => state.phase !== 'recording' && state.phase !== 'pending';
+  let shownStatus: MemberStatus = 'invited';
   const describe = () => {
     const expiry = state.expiresAt ? `, expires ${state.expiresAt}` : '';
     setCurrentDetails(`**${state.phase}** · ${input.accountId}/${input.environment}${expiry} · resends ${state.resendCount}`);
+    const status = MEMBER_STATUS_OF_PHASE[state.phase];
+    if (status !== undefined && status !== shownStatus) {
+      showMemberStatus(status);
+      shownStatus = status;
+    }
   };
 
   setHandler(invitationStateQuery, () => state);

@@ -25,7 +25,9 @@ import type {
   NoticeRequest,
   RoleChangeResult,
 } from '../activities/member-changes.js';
+import { lifecycleSearchAttributes } from './search-attributes.js';
 import { invitationEndedSignal } from './invitation.js';
+import { showMemberStatus } from './visibility.js';
 
 /**
  * Workflows that change an existing membership: role changes, deactivation, reactivation, and an
@@ -298,6 +300,7 @@ export async function deactivationWorkflow(input: DeactivationWorkflowInput): Pr
   }
 
   const { result } = committed;
+  showMemberStatus('deactivated');
   const counts = `sessions ${result.impact.sessions}, API keys ${result.impact.apiKeys}, invitations ${result.impact.pendingInvitations}`;
   let notice: NoticeOutcome = 'not_sent';
   if (input.notify !== false) {
@@ -356,6 +359,7 @@ export async function reactivationWorkflow(input: ReactivationWorkflowInput): Pr
   }
 
   const { result } = committed;
+  showMemberStatus(result.mode === 'invitation' ? 'invited' : 'active');
   if (result.mode === 'invitation') {
     setCurrentDetails(`**invited again** · invitation workflow ${result.invitationWorkflowId}`);
     await allHandlersFinished();
@@ -391,6 +395,11 @@ async function deactivateForOperator(
       workflowId: deactivationWorkflowId(membership.accountId, membership.environment, input.userId),
       workflowIdReusePolicy: 'ALLOW_DUPLICATE',
       staticSummary: `Operator deactivation in ${membership.accountId}/${membership.environment}`,
+      typedSearchAttributes: lifecycleSearchAttributes({
+        kind: 'deactivation',
+        accountId: membership.accountId,
+        environment: membership.environment,
+      }),
       args: [
         {
           accountId: membership.accountId,

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { recordAuditEvent } from '../../db/audit.js';
 import { emailSchema, normalizeEmail } from '../../lib/email-address.js';
 import { hashPassword, passwordProblem, verifyPassword } from '../../lib/passwords.js';
+import { lifecycleSearchAttributes } from '../../workflows/search-attributes.js';
 import { hashToken, randomToken } from '../../lib/secrets.js';
 import {
   emailChangeEndedSignal,
@@ -525,6 +526,7 @@ export function accountSettingsRouter({ config, db, temporal, logger }: RouterDe
       taskQueue: config.temporal.taskQueue,
       workflowIdReusePolicy: 'ALLOW_DUPLICATE',
       staticSummary: 'Email change',
+      typedSearchAttributes: lifecycleSearchAttributes({ kind: 'email-change' }),
       args: [{ userId, ttlMs: config.emailChangeTtlMs }],
       signal: emailChangeRequestedSignal,
       signalArgs: [{ newEmail: body.newEmail, requestedBySessionId: sessionId }],
@@ -605,6 +607,7 @@ export function accountSettingsRouter({ config, db, temporal, logger }: RouterDe
         taskQueue: config.temporal.taskQueue,
         workflowIdReusePolicy: 'ALLOW_DUPLICATE',
         staticSummary: 'Password reset',
+        typedSearchAttributes: lifecycleSearchAttributes({ kind: 'password-reset' }),
         args: [{ userId: user.id, ttlMs: config.passwordResetTtlMs }],
         signal: passwordResetRequestedSignal,
       });

@@ -17,7 +17,9 @@ import { recordAuditEvent } from '../../db/audit.js';
 import { USER_MANAGER_ROLES } from '../../db/roles.js';
 import type { Config } from '../../lib/config.js';
 import { emailSchema, normalizeEmail } from '../../lib/email-address.js';
+import { lifecycleSearchAttributes } from '../../workflows/search-attributes.js';
 import { deriveKey, emailFingerprint } from '../../lib/secrets.js';
+import { visibleEmail } from '../../workflows/visibility.js';
 import {
   batchInvitationWorkflow,
   batchWorkflowId,
@@ -319,8 +321,9 @@ async function startInvitationGroup(temporal: Client, config: Config, workflowId
     // One group per person and account at a time; a finished one may be followed by another.
     workflowIdConflictPolicy: 'FAIL',
     workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-    staticSummary: `Invitation to ${input.accountId}: ${input.environments.map((item) => item.environment).join(', ')}`,
-    args: [input],
+    staticSummary: `Invitation of ${visibleEmail(input.email, config.temporal.showEmails)} to ${input.accountId}: ${input.environments.map((item) => item.environment).join(', ')}`,
+    typedSearchAttributes: lifecycleSearchAttributes({ kind: 'invitation-group', accountId: input.accountId }),
+    args: [{ ...input, showEmails: config.temporal.showEmails }],
   });
   try {
     return await temporal.workflow.executeUpdateWithStart(invitationGroupRecordedUpdate, { startWorkflowOperation });
@@ -652,6 +655,11 @@ export function bulkRouter({ config, db, temporal }: RouterDependencies): Router
               taskQueue: config.temporal.taskQueue,
               workflowIdConflictPolicy: 'FAIL',
               staticSummary: `Batch of ${rows.length} invitations to ${principal.accountId}/${principal.environment}`,
+              typedSearchAttributes: lifecycleSearchAttributes({
+                kind: 'bulk-onboarding',
+                accountId: principal.accountId,
+                environment: principal.environment,
+              }),
               args: [{ batchId, accountId: principal.accountId, environment: principal.environment, concurrency: config.batchConcurrency }],
             });
             started = true;

@@ -13,6 +13,8 @@ import { z } from 'zod';
 
 import { MemberChangeRejection, previewDeactivationImpact, type MemberChangeActor } from '../../activities/member-changes.js';
 import type { Config } from '../../lib/config.js';
+import { lifecycleSearchAttributes, type LifecycleSearchAttributes } from '../../workflows/search-attributes.js';
+import { summarizeRoles } from '../../workflows/visibility.js';
 import {
   deactivationAppliedUpdate,
   deactivationWorkflow,
@@ -117,13 +119,14 @@ export class MemberChangeWorkflows {
    * request id. Deactivations and reactivations have one id per member and the id conflict policy FAIL,
    * so a second one while the first runs gets 409; ALLOW_DUPLICATE lets a new one start after it closes.
    */
-  private startOptions(workflowId: string, summary: string) {
+  private startOptions(workflowId: string, summary: string, searchAttributes: LifecycleSearchAttributes) {
     return {
       workflowId,
       taskQueue: this.config.temporal.taskQueue,
       workflowIdConflictPolicy: 'FAIL',
       workflowIdReusePolicy: 'ALLOW_DUPLICATE',
       staticSummary: summary,
+      typedSearchAttributes: lifecycleSearchAttributes(searchAttributes),
     } as const;
   }
 
@@ -138,7 +141,10 @@ export class MemberChangeWorkflows {
   async changeRoles(principal: Principal, userId: string, roles: string[]) {
     const workflowId = roleChangeWorkflowId(principal.accountId, principal.environment, userId, randomUUID());
     const operation = new WithStartWorkflowOperation(roleChangeWorkflow, {
-      ...this.startOptions(workflowId, `Role change in ${principal.accountId}/${principal.environment}`),
+      ...this.startOptions(workflowId, `Role change in ${principal.accountId}/${principal.environment}: ${summarizeRoles(roles)}`, {
+        kind: 'role-change',
+        ...place(principal),
+      }),
       args: [{ ...target(principal, userId), roles, actor: actorOf(principal) }],
     });
     return { workflowId, result: await this.run(operation, roleChangeAppliedUpdate) };
@@ -147,7 +153,10 @@ export class MemberChangeWorkflows {
   async deactivate(principal: Principal, userId: string) {
     const workflowId = deactivationWorkflowId(principal.accountId, principal.environment, userId);
     const operation = new WithStartWorkflowOperation(deactivationWorkflow, {
-      ...this.startOptions(workflowId, `Deactivation in ${principal.accountId}/${principal.environment}`),
+      ...this.startOptions(workflowId, `Deactivation in ${principal.accountId}/${principal.environment}`, {
+        kind: 'deactivation',
+        ...place(principal),
+      }),
       args: [{ ...target(principal, userId), actor: actorOf(principal) }],
     });
     return { workflowId, result: await this.run(operation, deactivationAppliedUpdate) };
@@ -156,7 +165,10 @@ export class MemberChangeWorkflows {
   async reactivate(principal: Principal, userId: string) {
     const workflowId = reactivationWorkflowId(principal.accountId, principal.environment, userId);
     const operation = new WithStartWorkflowOperation(reactivationWorkflow, {
-      ...this.startOptions(workflowId, `Reactivation in ${principal.accountId}/${principal.environment}`),
+      ...this.startOptions(workflowId, `Reactivation in ${principal.accountId}/${principal.environment}`, {
+        kind: 'reactivation',
+        ...place(principal),
+      }),
       args: [{ ...target(principal, userId), actor: actorOf(principal) }],
     });
     return { workflowId, result: await this.run(operation, reactivationAppliedUpdate) };
@@ -165,11 +177,15 @@ export class MemberChangeWorkflows {
   async deactivateEverywhere(input: OperatorDeactivationWorkflowInput) {
     const workflowId = operatorDeactivationWorkflowId(input.userId);
     const operation = new WithStartWorkflowOperation(operatorDeactivationWorkflow, {
-      ...this.startOptions(workflowId, 'Operator deactivation in every account'),
+      ...this.startOptions(workflowId, 'Operator deactivation in every account', { kind: 'operator-deactivation' }),
       args: [input],
     });
     return { workflowId, report: await this.run(operation, operatorDeactivationReportUpdate) };
   }
+}
+
+function place(principal: Principal) {
+  return { accountId: principal.accountId, environment: principal.environment };
 }
 
 function target(principal: Principal, userId: string) {

@@ -11,6 +11,7 @@ import { SecretBoxError } from '../../lib/sso/secret-box.js';
 import { loadSsoConfig, ssoRedirectUri } from '../../lib/sso-config.js';
 import { authenticate, requireOperator } from '../auth.js';
 import { conflict, HttpError, parseOrThrow } from '../errors.js';
+import { withIdempotency } from '../idempotency.js';
 import { createSession } from '../sessions.js';
 import { requireAccountAdministratorOrOperator, ssoActor } from '../sso/access.js';
 import { clearCookie, cookieOptions, readCookie, SESSION_COOKIE, STATE_COOKIE } from '../sso/cookies.js';
@@ -166,11 +167,17 @@ export function ssoRouter(dependencies: RouterDependencies): Router {
       throw new HttpError(503, 'sso_not_configured', 'Single sign-on is not configured on this server: set SSO_ENCRYPTION_KEYS.');
     }
     const { accountId } = request.params as { accountId: string };
-    if (await db('sso_connections').where({ account_id: accountId, type: 'okta', status: 'active' }).first('id')) {
-      throw conflict('sso_connection_active', `Account "${accountId}" already has an active Okta connection.`);
+    const result = await withIdempotency(db, request, async () => {
+      if (await db('sso_connections').where({ account_id: accountId, type: 'okta', status: 'active' }).first('id')) {
+        throw conflict('sso_connection_active', `Account "${accountId}" already has an active Okta connection.`);
+      }
+      const { workflowId, state } = await workflows.start({ accountId, contactEmail: body.contactEmail, startedBy: ssoActor(response) });
+      return { status: 202, body: { workflowId, redirectUri, state } };
+    });
+    if (result.replayed) {
+      response.setHeader('Idempotent-Replayed', 'true');
     }
-    const { workflowId, state } = await workflows.start({ accountId, contactEmail: body.contactEmail, startedBy: ssoActor(response) });
-    response.status(202).json({ workflowId, redirectUri, state });
+    response.status(result.status).json(result.body);
   });
 
   router.get('/v1/accounts/:accountId/sso/okta/onboarding', ...administered, async (request, response) => {

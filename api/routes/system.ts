@@ -1,8 +1,9 @@
 import type { Client } from '@temporalio/client';
 import { Router } from 'express';
 import type { Knex } from 'knex';
+import type { Registry } from 'prom-client';
 
-import { buildOpenApiDocument } from '../openapi.js';
+import type { DrainState } from '../context.js';
 
 const READINESS_TIMEOUT_MS = 3_000;
 
@@ -15,9 +16,9 @@ function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
   ]);
 }
 
-export function systemRouter(db: Knex, temporal: Client, appBaseUrl: string): Router {
+/** Serves the liveness and readiness checks, the Prometheus metrics and the role catalog. */
+export function systemRouter(db: Knex, temporal: Client, drain: DrainState, metrics: Registry): Router {
   const router = Router();
-  const openApiDocument = buildOpenApiDocument(appBaseUrl);
 
   router.get('/healthz', (_request, response) => {
     response.json({ status: 'ok' });
@@ -28,19 +29,24 @@ export function systemRouter(db: Knex, temporal: Client, appBaseUrl: string): Ro
       withTimeout(db.raw('select 1'), 'database'),
       withTimeout(temporal.workflowService.getSystemInfo({}), 'Temporal'),
     ]);
-    const [database, workflowService] = checks.map((check) => {
+    const [database, workflowService] = checks.map((check, index) => {
       if (check.status === 'fulfilled') {
         return 'ok';
       }
-      request.log?.warn({ err: check.reason }, 'readiness check failed');
+      request.log?.warn({ err: check.reason, dependency: index === 0 ? 'database' : 'temporal' }, 'readiness check failed');
       return 'unavailable';
     });
+    const checksBody = { database, temporal: workflowService };
+    if (drain.draining) {
+      response.status(503).json({ status: 'draining', checks: checksBody });
+      return;
+    }
     const ready = database === 'ok' && workflowService === 'ok';
-    response.status(ready ? 200 : 503).json({ status: ready ? 'ok' : 'unavailable', checks: { database, temporal: workflowService } });
+    response.status(ready ? 200 : 503).json({ status: ready ? 'ok' : 'unavailable', checks: checksBody });
   });
 
-  router.get('/v1/openapi.json', (_request, response) => {
-    response.json(openApiDocument);
+  router.get('/metrics', async (_request, response) => {
+    response.type(metrics.contentType).send(await metrics.metrics());
   });
 
   router.get('/v1/roles', async (_request, response) => {

@@ -99,12 +99,19 @@ export function usersRouter(db: Knex, invitations: InvitationWorkflows): Router 
     response.json(await findMemberOrThrow(db, request.principal!.environmentId, request.params.userId as string));
   });
 
+  // A resend creates a new link and email, so a retried request must not send a second one.
   router.post('/:userId/invitation/resend', async (request, response) => {
     const principal = request.principal!;
-    const member = await findMemberOrThrow(db, principal.environmentId, request.params.userId as string);
-    const invitation = pendingInvitation(member);
-    await invitations.resend(invitation.workflowId, principal.userId);
-    response.json(await findMemberOrThrow(db, principal.environmentId, member.id));
+    const result = await withIdempotency(db, request, async () => {
+      const member = await findMemberOrThrow(db, principal.environmentId, request.params.userId as string);
+      const invitation = pendingInvitation(member);
+      await invitations.resend(invitation.workflowId, principal.userId);
+      return { status: 200, body: await findMemberOrThrow(db, principal.environmentId, member.id) };
+    });
+    if (result.replayed) {
+      response.setHeader('Idempotent-Replayed', 'true');
+    }
+    response.status(result.status).json(result.body);
   });
 
   router.post('/:userId/invitation/revoke', async (request, response) => {

@@ -10,6 +10,7 @@ import {
 import type { SsoActor } from '../../activities/sso.js';
 import { SsoRejection } from '../../activities/sso.js';
 import type { Config } from '../../lib/config.js';
+import { lifecycleSearchAttributes } from '../../workflows/search-attributes.js';
 import type { SsoConfig } from '../../lib/sso-config.js';
 import {
   approveSsoOnboardingUpdate,
@@ -79,6 +80,7 @@ export class SsoOnboardingWorkflows {
       workflowIdConflictPolicy: 'FAIL',
       workflowIdReusePolicy: 'ALLOW_DUPLICATE',
       staticSummary: `Okta SSO onboarding for ${input.accountId}`,
+      typedSearchAttributes: lifecycleSearchAttributes({ kind: 'sso-onboarding', accountId: input.accountId }),
       args: [{ ...input, timing: { ...this.ssoConfig.onboarding, autoApprove: this.ssoConfig.autoApprove } }],
     });
     const state = await this.translate(input.accountId, () =>

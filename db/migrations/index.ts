@@ -7,6 +7,7 @@ import * as accountSettings from './004_account_settings.js';
 import * as bulk from './005_bulk.js';
 import * as sso from './006_sso.js';
 import * as ssoOnboardingStarter from './007_sso_onboarding_starter.js';
+import * as emailRejections from './008_email_rejections.js';
 
 /**
  * Migrations listed in code rather than read from a folder, so that the same list runs under tsx,
@@ -20,6 +21,7 @@ const MIGRATIONS: Record<string, Knex.Migration> = {
   '005_bulk': bulk,
   '006_sso': sso,
   '007_sso_onboarding_starter': ssoOnboardingStarter,
+  '008_email_rejections': emailRejections,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

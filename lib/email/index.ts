@@ -5,7 +5,7 @@ import { LogEmailSender } from './log.js';
 import { SendgridEmailSender } from './sendgrid.js';
 import type { EmailSender } from './sender.js';
 
-export { PermanentEmailError, type EmailMessage, type EmailSender } from './sender.js';
+export { EmailRateLimitedError, PermanentEmailError, type EmailMessage, type EmailSender } from './sender.js';
 
 export function createEmailSender(config: Config, logger: Logger): EmailSender {
   if (config.email.provider === 'sendgrid') {

@@ -14,8 +14,25 @@ export interface EmailSender {
 
 /** A failure the provider reported as permanent (for example a rejected address); retrying cannot help. */
 export class PermanentEmailError extends Error {
-  constructor(message: string, readonly statusCode: number) {
+  constructor(
+    message: string,
+    readonly statusCode: number,
+    /** The provider's own explanation, such as "Does not contain a valid address.", at most 500 characters. */
+    readonly reason: string,
+  ) {
     super(message);
     this.name = 'PermanentEmailError';
+  }
+}
+
+/** The provider asked the sender to slow down (HTTP 429); the same message may succeed later. */
+export class EmailRateLimitedError extends Error {
+  constructor(
+    message: string,
+    /** The provider's Retry-After in milliseconds, or null when it gave none. */
+    readonly retryAfterMs: number | null,
+  ) {
+    super(message);
+    this.name = 'EmailRateLimitedError';
   }
 }

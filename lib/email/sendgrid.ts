@@ -1,9 +1,48 @@
 import { Client } from '@sendgrid/client';
 import { MailService } from '@sendgrid/mail';
 
-import { PermanentEmailError, type EmailMessage, type EmailSender } from './sender.js';
+import { EmailRateLimitedError, PermanentEmailError, type EmailMessage, type EmailSender } from './sender.js';
 
 const REQUEST_TIMEOUT_MS = 10_000;
+
+/** Maximum Retry-After honoured; a larger value is clamped, so that one response cannot delay a send for hours. */
+const MAX_RETRY_AFTER_MS = 10 * 60_000;
+
+/** The failure @sendgrid/client throws for a non-2xx response: the status and the parsed body. */
+interface SendgridResponseError {
+  code?: unknown;
+  response?: { headers?: Record<string, unknown>; body?: unknown };
+}
+
+/** Joins the messages of a SendGrid error body `{ errors: [{ message, field }] }`, or undefined. */
+function providerReason(body: unknown): string | undefined {
+  const errors = (body as { errors?: unknown } | undefined)?.errors;
+  if (!Array.isArray(errors)) {
+    return undefined;
+  }
+  const parts = errors
+    .map((item: { message?: unknown; field?: unknown }) => {
+      if (typeof item?.message !== 'string' || item.message === '') {
+        return undefined;
+      }
+      return typeof item.field === 'string' && item.field !== '' ? `${item.message} (${item.field})` : item.message;
+    })
+    .filter((part): part is string => part !== undefined);
+  // Bounded, because the reason is stored and shown to administrators.
+  return parts.length > 0 ? parts.join('; ').slice(0, 500) : undefined;
+}
+
+/** Reads Retry-After as seconds or an HTTP date (RFC 9110, section 10.2.3); null when absent or invalid. */
+function parseRetryAfter(value: unknown): number | null {
+  if (typeof value !== 'string' || value.trim() === '') {
+    return null;
+  }
+  const milliseconds = /^\d+$/.test(value.trim()) ? Number(value.trim()) * 1000 : Date.parse(value) - Date.now();
+  if (!Number.isFinite(milliseconds)) {
+    return null;
+  }
+  return Math.min(Math.max(milliseconds, 0), MAX_RETRY_AFTER_MS);
+}
 
 interface SendgridOptions {
   apiKey: string;
@@ -42,11 +81,16 @@ export class SendgridEmailSender implements EmailSender {
       const messageId = response.headers['x-message-id'];
       return { messageId: typeof messageId === 'string' ? messageId : null };
     } catch (error) {
-      const statusCode = (error as { code?: unknown }).code;
+      const { code: statusCode, response } = error as SendgridResponseError;
       // SendGrid returns 400, 403 and 413 for requests that will fail the same way again; 401 is left
       // retryable because a rotated API key is fixed by configuration, not by the message.
       if (typeof statusCode === 'number' && [400, 403, 413].includes(statusCode)) {
-        throw new PermanentEmailError(`SendGrid rejected the message with HTTP ${statusCode}`, statusCode);
+        const reason = providerReason(response?.body) ?? `HTTP ${statusCode}`;
+        throw new PermanentEmailError(`SendGrid rejected the message with HTTP ${statusCode}: ${reason}`, statusCode, reason);
+      }
+      if (statusCode === 429) {
+        const retryAfterMs = parseRetryAfter(response?.headers?.['retry-after']);
+        throw new EmailRateLimitedError('SendGrid rate-limited the request (HTTP 429)', retryAfterMs);
       }
       throw new Error(`SendGrid request failed: ${(error as Error).message}`);
     }

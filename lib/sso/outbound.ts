@@ -81,7 +81,8 @@ export async function assertOutboundUrl(url: URL, policy: OutboundPolicy): Promi
 
 /**
  * A fetch for openid-client that checks every URL it is asked for (discovery, token endpoint, JWKS)
- * and gives up after the policy's timeout.
+ * and gives up after the policy's timeout. Redirects are never followed, and one whose target the
+ * policy forbids becomes an OutboundUrlError that names it, instead of an unexplained 3xx response.
  * NOTE: the address is checked before the request and resolved again by fetch, so a DNS answer that
  * changes in between is not caught. Pinning the checked address needs a custom undici dispatcher.
  */
@@ -90,6 +91,21 @@ export function guardedFetch(policy: OutboundPolicy) {
     await assertOutboundUrl(new URL(url), policy);
     const timeout = AbortSignal.timeout(policy.timeoutMs);
     const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
-    return fetch(url, { ...options, signal, redirect: 'manual' });
+    const response = await fetch(url, { ...options, signal, redirect: 'manual' });
+
+    const location = response.status >= 300 && response.status < 400 ? response.headers.get('location') : null;
+    if (location !== null) {
+      const target = URL.parse(location, url);
+      if (target === null) {
+        throw new OutboundUrlError(`${new URL(url).origin} redirects to "${location}", which is not a valid URL.`);
+      }
+      try {
+        await assertOutboundUrl(target, policy);
+      } catch (error) {
+        await response.body?.cancel();
+        throw new OutboundUrlError(`${new URL(url).origin} redirects to ${target.origin}, which is not allowed: ${(error as Error).message}`);
+      }
+    }
+    return response;
   };
 }

@@ -15,7 +15,26 @@ export interface ReceivedMail {
   status: number;
 }
 
-type Behaviour = { status: number } | { hold: true };
+/** An error as SendGrid's v3 API reports it in `{ "errors": [...] }`. */
+export interface SendgridError {
+  message: string;
+  field?: string;
+}
+
+export interface FailureOptions {
+  /** Sent as the Retry-After header, in seconds. */
+  retryAfterSeconds?: number;
+  /** The body's `errors`; a generic error when absent. */
+  errors?: SendgridError[];
+}
+
+type Behaviour = { status: number; options?: FailureOptions } | { hold: true };
+
+/** SendGrid's response to an invalid recipient address, as its v3 API documents it. */
+export const INVALID_RECIPIENT_ERROR: SendgridError = {
+  message: 'Does not contain a valid address.',
+  field: 'personalizations.0.to.0.email',
+};
 
 /**
  * A stand-in for SendGrid's v3 Mail Send endpoint on loopback. It records every request and responds
@@ -43,12 +62,15 @@ export class FakeSendgrid {
     return this.delivered.filter((mail) => mail.body.personalizations[0]?.to[0]?.email === email);
   }
 
-  /** Responds to the next request with `status` instead of 202. */
-  failNext(status: number): void {
-    this.queued.push({ status });
+  /** Responds to the next request with `status` instead of 202, optionally with Retry-After and SendGrid errors. */
+  failNext(status: number, options?: FailureOptions): void {
+    this.queued.push(options ? { status, options } : { status });
   }
 
-  /** Keeps the next request open until `releaseHeld` is called. */
+  /**
+   * Keeps the next request open until `releaseHeld` is called. Until then the client sees a provider
+   * that stopped responding, and the client's own request timeout ends the request.
+   */
   holdNext(): void {
     this.queued.push({ hold: true });
   }
@@ -119,9 +141,13 @@ export class FakeSendgrid {
     } else {
       mail.status = behaviour?.status ?? 202;
       this.sequence += 1;
-      response
-        .writeHead(mail.status, { 'content-type': 'application/json', 'x-message-id': `fake-${this.sequence}` })
-        .end(mail.status === 202 ? '' : '{"errors":[{"message":"rejected by the fake"}]}');
+      const options = behaviour && 'options' in behaviour ? behaviour.options : undefined;
+      const headers: Record<string, string> = { 'content-type': 'application/json', 'x-message-id': `fake-${this.sequence}` };
+      if (options?.retryAfterSeconds !== undefined) {
+        headers['retry-after'] = String(options.retryAfterSeconds);
+      }
+      const errors = options?.errors ?? [{ message: 'rejected by the fake' }];
+      response.writeHead(mail.status, headers).end(mail.status === 202 ? '' : JSON.stringify({ errors }));
     }
     for (const wake of this.waiters.splice(0)) {
       wake();

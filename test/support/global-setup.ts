@@ -15,7 +15,22 @@ import knexFactory from 'knex';
 /** Server on which each run creates its test database: the machine's Postgres, or TEST_DATABASE_URL when set. */
 const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
-async function freePort(): Promise<number> {
+/**
+ * The flags of `searchAttributeFlags()` in workflows/search-attributes.ts, written out because this file imports
+ * nothing of the project's. test/search-attributes.test.ts fails when the two lists differ.
+ */
+export const SEARCH_ATTRIBUTE_FLAGS = [
+  '--search-attribute',
+  'LifecycleAccountId=Keyword',
+  '--search-attribute',
+  'LifecycleEnvironment=Keyword',
+  '--search-attribute',
+  'LifecycleKind=Keyword',
+  '--search-attribute',
+  'LifecycleMemberStatus=Keyword',
+];
+
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
@@ -27,7 +42,7 @@ async function freePort(): Promise<number> {
 }
 
 /** Polls `temporal operator cluster health` until the server responds, for at most 60 s. */
-async function waitForTemporal(cli: string, address: string, child: ReturnType<typeof spawn>): Promise<void> {
+export async function waitForTemporal(cli: string, address: string, child: ReturnType<typeof spawn>): Promise<void> {
   const deadline = Date.now() + 60_000;
   for (;;) {
     if (child.exitCode !== null) {
@@ -82,7 +97,7 @@ export default async function globalSetup(): Promise<void> {
   const cli = locateTemporalCli();
   const child = spawn(
     cli,
-    ['server', 'start-dev', '--headless', '--ip', '127.0.0.1', '--port', String(port), '--log-level', 'error', '--namespace', 'default'],
+    ['server', 'start-dev', '--headless', '--ip', '127.0.0.1', '--port', String(port), '--log-level', 'error', '--namespace', 'default', ...SEARCH_ATTRIBUTE_FLAGS],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
   const address = `127.0.0.1:${port}`;

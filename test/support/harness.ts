@@ -12,11 +12,14 @@ import { createApp } from '../../api/app.js';
 import { createDatabase, migrateToLatest } from '../../db/connection.js';
 import { createAccount, createApiKey, ensureActiveMember, findEnvironment } from '../../db/bootstrap.js';
 import { loadConfig, type Config } from '../../lib/config.js';
+import { dataConverter } from '../../lib/data-converter.js';
+import { AesGcmPayloadCodec } from '../../lib/payload-codec.js';
 import { createEmailSender } from '../../lib/email/index.js';
 import { deriveKey } from '../../lib/secrets.js';
 import { connectWorker, createWorker } from '../../worker/create-worker.js';
 import { installTemporalRuntime } from '../../worker/temporal-logger.js';
 import { FakeSendgrid } from './fake-sendgrid.js';
+import { describeLeaks, recordSentSecrets, scanForSecrets } from './secret-scan.js';
 
 export interface HarnessOptions {
   /** Environment variables on top of the test defaults, for example `{ INVITE_TTL: '5s' }`. */
@@ -48,6 +51,8 @@ export interface Harness {
   stopWorker(): Promise<void>;
   /** The dependencies the worker gives activity factories, for tests that call activities directly. */
   activityDependencies(): ActivityDependencies;
+  /** Sends the invitation request of the API as the seeded administrator, to the sandbox; await it for the response. */
+  invite(email: string, roles?: string[]): supertest.Test;
   /** Adds an active member with the given roles and returns an API key for them. */
   addMember(email: string, roles: string[], environmentId?: string): Promise<{ userId: string; key: string }>;
   close(): Promise<void>;
@@ -61,6 +66,12 @@ function requireEnv(name: string): string {
   return value;
 }
 
+/**
+ * The payload codec key of every test run. It is fixed, so that histories recorded by one run decrypt in
+ * test/replay.test.ts; it protects nothing but test data.
+ */
+export const TEST_PAYLOAD_KEYS = 'test-2026:bGlmZWN5Y2xlIHRlc3QgcGF5bG9hZCBrZXkgMjAyNiE=';
+
 export function uniqueId(prefix: string): string {
   return `${prefix}-${randomBytes(4).toString('hex')}`;
 }
@@ -71,6 +82,7 @@ export function uniqueEmail(name = 'person'): string {
 
 /** Starts the API and a worker on a task queue of their own, against the run's Postgres and Temporal. */
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
+  recordSentSecrets();
   const sendgrid = new FakeSendgrid();
   await sendgrid.start();
 
@@ -88,6 +100,8 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     SENDGRID_API_URL: sendgrid.url,
     EMAIL_FROM: 'invitations@lifecycle.test',
     TOKEN_RATE_LIMIT_PER_MINUTE: '10000',
+    PAYLOAD_ENCRYPTION_KEYS: TEST_PAYLOAD_KEYS,
+    API_RATE_LIMIT_PER_MINUTE: '10000',
     ...options.env,
   };
   const config = loadConfig(env);
@@ -111,7 +125,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   await migrateToLatest(db);
   // lazy() skips the readiness wait, whose 10 s grpc-js deadline timer would keep Jest alive after the run.
   const connection = Connection.lazy({ address: config.temporal.address });
-  const temporal = new Client({ connection, namespace: config.temporal.namespace });
+  const temporal = new Client({ connection, namespace: config.temporal.namespace, dataConverter: dataConverter(config) });
   const api = supertest(createApp({ config, db, temporal, logger }));
 
   const accountId = uniqueId('acct');
@@ -170,11 +184,33 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       temporal,
     }),
     addMember,
+    invite: (email, roles = ['customer_viewer']) =>
+      api
+        .post(`/v1/accounts/${accountId}/environments/sandbox/users`)
+        .set('Authorization', `Bearer ${admin.key}`)
+        .send({ email, roles }),
+    // Every test file ends with a scan of its logs and workflow histories, so a secret that leaks in
+    // any test fails that file's afterAll, whatever order Jest runs the files in.
     async close() {
-      await stopWorker();
-      await connection.close();
-      await db.destroy();
-      await sendgrid.stop();
+      let leaks: Awaited<ReturnType<typeof scanForSecrets>> = [];
+      try {
+        leaks = await scanForSecrets({
+          logLines,
+          sendgrid,
+          temporal,
+          payloadCodec: new AesGcmPayloadCodec(config.temporal.payloadKeys),
+          taskQueue: config.temporal.taskQueue,
+          configuredSecrets: [config.appSecret, env.SENDGRID_API_KEY ?? '', ...(process.env.SSO_ENCRYPTION_KEYS ?? '').split(',').map((entry) => entry.split(':')[1] ?? '')],
+        });
+      } finally {
+        await stopWorker();
+        await connection.close();
+        await db.destroy();
+        await sendgrid.stop();
+      }
+      if (leaks.length > 0) {
+        throw new Error(describeLeaks(leaks));
+      }
     },
   };
 }

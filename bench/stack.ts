@@ -14,6 +14,7 @@ import { createApp } from '../api/app.js';
 import { createAccount, createApiKey, ensureActiveMember, findEnvironment } from '../db/bootstrap.js';
 import { createDatabase, migrateToLatest } from '../db/connection.js';
 import { loadConfig, type Config } from '../lib/config.js';
+import { dataConverter } from '../lib/data-converter.js';
 import { redactDatabaseUrl } from '../scripts/database-config.js';
 import { findOrBuildTemporalCli, temporalCliVersion } from '../scripts/temporal-cli.js';
 import { startCliDevServer } from '../scripts/temporal-dev-server.js';
@@ -238,7 +239,9 @@ export async function startStack(input: {
 
   const clientConnection = await Connection.connect({ address: config.temporal.address });
   cleanup.addLast('Temporal client connection', 5_000, () => clientConnection.close());
+  // The baseline starts its workflows through the raw client; the API's client encrypts payloads, as in production.
   const client = new Client({ connection: clientConnection, namespace: config.temporal.namespace });
+  const productClient = new Client({ connection: clientConnection, namespace: config.temporal.namespace, dataConverter: dataConverter(config) });
   const { serverVersion } = await clientConnection.workflowService.getSystemInfo({});
 
   progress('starting the worker and the baseline worker, each in its own process (both bundle workflow code)');
@@ -261,7 +264,7 @@ export async function startStack(input: {
   // that flag is refused only when process.env.NODE_ENV is production, which the bench process does not set.
   process.env.SSO_ENCRYPTION_KEYS = `bench:${randomBytes(32).toString('base64')}`;
   process.env.SSO_ALLOW_INSECURE_ISSUERS = 'true';
-  server.on('request', createApp({ config, db, temporal: client, logger }));
+  server.on('request', createApp({ config, db, temporal: productClient, logger }));
   progress(`API listening on ${baseUrl}`);
 
   return {

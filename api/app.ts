@@ -68,7 +68,14 @@ export function createApp(dependencies: ApiDependencies): Express {
         }),
         res: (response: { statusCode: number }) => ({ statusCode: response.statusCode }),
       },
-      customLogLevel: (_request, response, error) => (error || response.statusCode >= 500 ? 'error' : 'info'),
+      customLogLevel: (request, response, error) => {
+        // A 503 from /readyz is the expected answer while the process drains or a dependency is down, which
+        // the readiness check logs itself.
+        if (request.url === '/readyz') {
+          return 'info';
+        }
+        return error || response.statusCode >= 500 ? 'error' : 'info';
+      },
     }),
   );
   // Over plain http (local development) an upgrade-insecure-requests policy or HSTS would send

@@ -368,7 +368,8 @@ async function main(argv: string[]): Promise<number> {
     await command.run(values);
     return 0;
   } catch (error) {
-    if (error instanceof UsageError || (error as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
+    const code = (error as { code?: unknown }).code;
+    if (error instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))) {
       note(`${name}: ${(error as Error).message}`);
       note('Run `npm run admin -- help` for the options of each command.');
       return EXIT_USAGE;

@@ -120,23 +120,21 @@ function listen(server: Server, port: number, host: string): Promise<void> {
   });
 }
 
-function closeServer(server: Server): Promise<void> {
+function closeServer(server: Server, timeoutMs: number): Promise<void> {
   return new Promise((resolve) => {
     server.close(() => resolve());
     server.closeIdleConnections();
-    // Requests still running after five seconds are cut off.
-    setTimeout(() => server.closeAllConnections(), 5_000).unref();
+    // Requests still running after SHUTDOWN_TIMEOUT are cut off.
+    setTimeout(() => server.closeAllConnections(), timeoutMs).unref();
   });
 }
 
 async function startTemporal(
   logger: Logger,
   namespace: string,
-  codecEndpoint: string,
   onUnexpectedExit: (reason: string) => void,
 ): Promise<TemporalDevServer> {
   const options = {
-    codecEndpoint,
     ip: LOOPBACK,
     port: TEMPORAL_PORT,
     uiPort: TEMPORAL_UI_PORT,
@@ -231,7 +229,8 @@ async function main(): Promise<void> {
 
   const logger = createLogger({ level: config.logLevel, name: 'lifecycle-dev' });
   // Must come before any other use of the Temporal SDK's runtime, the SDK's own dev server included.
-  installTemporalRuntime(logger);
+  // The stop steps below shut the worker down after the API has drained, so the SDK must not do it first.
+  installTemporalRuntime(logger, { handleSignals: false });
 
   const stopSteps = new StopSteps(logger);
   let stopping = false;
@@ -245,12 +244,19 @@ async function main(): Promise<void> {
     logger.info('dev stack stopped');
     process.exit(exitCode);
   };
+  let firstSignalAt = 0;
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(signal, () => {
       if (stopping) {
+        // tsx relays a Ctrl-C to this process a second time when the first is not acknowledged within 30 ms,
+        // so a repeat within a second is that relay, not a person pressing Ctrl-C again.
+        if (Date.now() - firstSignalAt < 1_000) {
+          return;
+        }
         logger.warn({ signal }, 'second signal while stopping; exiting now');
         process.exit(130);
       }
+      firstSignalAt = Date.now();
       void stop(signal, 0);
     });
   }
@@ -271,7 +277,7 @@ async function main(): Promise<void> {
 
     let temporalUiUrl: string | undefined;
     if (!process.env.TEMPORAL_ADDRESS) {
-      const temporalServer = await startTemporal(logger, config.temporal.namespace, `${config.appBaseUrl}/codec`, (reason) => {
+      const temporalServer = await startTemporal(logger, config.temporal.namespace, (reason) => {
         logger.error({ reason }, 'the Temporal dev server exited');
         void stop('Temporal dev server exited', 1);
       });
@@ -320,7 +326,6 @@ async function main(): Promise<void> {
         void stop('worker failed', 1);
       }
     });
-    // The SDK also shuts the worker down on SIGINT and SIGTERM; shutdown() is for the other reasons to stop.
     stopSteps.add('worker', 20_000, async () => {
       if (worker.getState() === 'RUNNING') {
         worker.shutdown();
@@ -331,7 +336,7 @@ async function main(): Promise<void> {
 
     const server = createServer(createApp({ config, db, temporal, logger }));
     await listen(server, config.port, LOOPBACK);
-    stopSteps.add('HTTP server', 10_000, () => closeServer(server));
+    stopSteps.add('HTTP server', config.shutdown.timeoutMs + 5_000, () => closeServer(server, config.shutdown.timeoutMs));
     logger.info({ port: config.port, host: LOOPBACK }, 'API listening');
 
     printSummary(logger, { config, databaseUrl: config.databaseUrl, embeddedPostgres, temporalUiUrl, keys, adminPassword });

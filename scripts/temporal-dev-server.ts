@@ -27,8 +27,6 @@ export interface DevServerOptions {
   /** SQLite file that keeps workflows across restarts. */
   dbFilename: string;
   namespace: string;
-  /** The codec server the Web UI uses to show encrypted payloads; the CLI-started server only. */
-  codecEndpoint?: string;
   /** How long to wait for the server to respond, in milliseconds. */
   readyTimeoutMs: number;
 }
@@ -136,9 +134,6 @@ export async function startCliDevServer(
     'warn',
     ...searchAttributeFlags(),
   ];
-  if (options.codecEndpoint) {
-    args.push('--ui-codec-endpoint', options.codecEndpoint);
-  }
   // The server always creates "default"; any other namespace is created at launch.
   if (options.namespace !== 'default') {
     args.push('--namespace', options.namespace);

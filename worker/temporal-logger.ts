@@ -41,12 +41,14 @@ let installed = false;
  * Prometheus endpoint at `/metrics` on that address for the SDK's metrics and the activity outcome
  * counts. The SDK allows one install per process, so later calls change nothing.
  */
-export function installTemporalRuntime(logger: Logger, options: { metricsBindAddress?: string } = {}): void {
+export function installTemporalRuntime(logger: Logger, options: { metricsBindAddress?: string; handleSignals?: boolean } = {}): void {
   if (installed) {
     return;
   }
   Runtime.install({
     logger: new PinoTemporalLogger(logger.child({ component: 'temporal' })),
+    // By default the SDK shuts workers down on SIGINT and SIGTERM; a caller that orders its own shutdown turns that off.
+    ...(options.handleSignals === false ? { shutdownSignals: [] } : {}),
     ...(options.metricsBindAddress
       ? { telemetryOptions: { metrics: { prometheus: { bindAddress: options.metricsBindAddress, countersTotalSuffix: true, useSecondsForDurations: true } } } }
       : {}),

@@ -108,7 +108,7 @@ export function codecRouter(db: Knex, config: Config): Router {
   const requireCodecOperator: RequestHandler = async (request: Request, _response, next) => {
     const bearer = BEARER.exec(request.get('authorization') ?? '')?.[1];
     if (bearer !== undefined) {
-      if (!isOperatorKey(bearer)) {
+      if (!bearer.startsWith('lo_')) {
         throw new HttpError(403, 'forbidden', 'The codec server needs an operator key (lo_…).');
       }
       if (!(await findOperatorKey(db, bearer))) {
@@ -176,7 +176,7 @@ export function codecRouter(db: Knex, config: Config): Router {
         layout(
           'Codec sign-in',
           `<h1>Signed in</h1><p class="ok">The Temporal Web UI can decode payloads through <code>${escapeHtml(config.appBaseUrl)}/codec</code> until ${new Date(expiresAtMs).toISOString()}.</p>
-<p class="hint">In the Web UI, set the codec server endpoint to that address and turn on "Include cross-origin credentials".</p>`,
+<p class="hint">In the Web UI's codec server settings, set the endpoint to that address, turn on "Include cross-origin credentials", and choose "Use my browser setting and ignore Cluster-level setting" where the UI offers it.</p>`,
         ),
       );
   });

@@ -206,6 +206,8 @@ export async function startStack(input: {
     TOKEN_RATE_LIMIT_PER_MINUTE: '100000',
     LOGIN_RATE_LIMIT_PER_EMAIL: '100000',
     LOGIN_RATE_LIMIT_PER_IP: '100000',
+    // One API key sends every request, and the default of 600 a minute would cap the invitation rate at 10 per second.
+    API_RATE_LIMIT_PER_MINUTE: '1000000',
   };
   const config = loadConfig(appEnv);
 

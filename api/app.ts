@@ -69,8 +69,8 @@ export function createApp(dependencies: ApiDependencies): Express {
         res: (response: { statusCode: number }) => ({ statusCode: response.statusCode }),
       },
       customLogLevel: (request, response, error) => {
-        // A 503 from /readyz is the expected answer while the process drains or a dependency is down, which
-        // the readiness check logs itself.
+        // A 503 from /readyz is the expected response while the process drains or a dependency is down.
+        // The readiness check logs the cause itself.
         if (request.url === '/readyz') {
           return 'info';
         }

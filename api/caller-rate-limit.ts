@@ -8,7 +8,7 @@ import { HttpError } from './errors.js';
 const WINDOW_MS = 60_000;
 const LOCALS_KEY = 'callerRateLimit';
 
-/** The rate-limit bucket of a caller: one per API key, per session and per operator key. */
+/** Returns the rate-limit bucket of a caller: one per API key, per session and per operator key. */
 function callerKey(caller: Caller): string {
   switch (caller.kind) {
     case 'apiKey':
@@ -22,8 +22,8 @@ function callerKey(caller: Caller): string {
 
 /**
  * Installs the limit of `API_RATE_LIMIT_PER_MINUTE` requests per authenticated caller on `app`.
- * `authenticate()` applies it once it knows the caller, so the count is per credential, not per
- * client address: many clients behind one proxy do not share a budget.
+ * `authenticate()` applies it once it has resolved the caller, so the count is per credential, not per
+ * client address. Many clients behind one proxy therefore do not share a budget.
  */
 export function installCallerRateLimit(app: Express, config: Config): void {
   // NOTE: the memory store counts per API process; several API replicas need a shared store.

@@ -14,7 +14,7 @@ export interface ApiDependencies {
   drain?: DrainState;
 }
 
-/** Whether the process is shutting down: /readyz then answers 503 so that load balancers stop sending requests. */
+/** Whether the process is shutting down: /readyz then returns 503 so that load balancers stop sending requests. */
 export interface DrainState {
   draining: boolean;
 }

@@ -25,8 +25,8 @@ async function main(): Promise<void> {
   });
 
   // Shutdown steps: /readyz returns 503 for SHUTDOWN_DRAIN_DELAY while the API still serves, so that a
-  // load balancer stops sending requests; then the listener closes, requests in flight get
-  // SHUTDOWN_TIMEOUT to finish, and last the database pool and the Temporal connection close.
+  // load balancer stops sending requests. Then the listener closes and requests in flight get
+  // SHUTDOWN_TIMEOUT to finish. Last, the database pool and the Temporal connection close.
   const shutdown = async (signal: string) => {
     const { drainDelayMs, timeoutMs } = config.shutdown;
     logger.info({ signal, drainDelayMs, timeoutMs }, 'API draining');

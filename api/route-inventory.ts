@@ -34,7 +34,7 @@ function collect(router: RouterWithList, prefix: string, routes: RegisteredRoute
       continue;
     }
     for (const method of listed.methods ?? []) {
-      // Router 2.x answers HEAD for every GET route by itself, and lists it; it is not a route of its own.
+      // Router 2.x responds to HEAD for every GET route by itself and lists it, but it is not a route of its own.
       if (method !== 'HEAD' || !listed.methods!.includes('GET')) {
         routes.push({ method, path });
       }

@@ -74,7 +74,12 @@ const ratio = (value: number | undefined, base: number | undefined) =>
 const times = (value: number | undefined) => (value === undefined ? '–' : `${value.toFixed(2)}×`);
 const percent = (value: number | undefined) => (value === undefined ? '–' : value.toFixed(0));
 const mib = (value: number | undefined) => (value === undefined ? '–' : value.toFixed(0));
-const verdict = (met: boolean | undefined) => (met === undefined ? 'not measured' : met ? 'met' : 'missed');
+function verdict(met: boolean | undefined): string {
+  if (met === undefined) {
+    return 'not measured';
+  }
+  return met ? 'met' : 'missed';
+}
 
 /** Reads memory and passes from an argon2 parameter string such as `argon2id$v=19$m=19456,t=2,p=1`. */
 function argon2Cost(parameters: string): { memoryKiB: number; timeCost: number } | undefined {

@@ -171,7 +171,7 @@ export interface Config {
   /** Requests per minute to the authenticated API, per API key, session or operator key. */
   apiRateLimitPerMinute: number;
   shutdown: {
-    /** After SIGTERM, how long the API keeps serving while /readyz answers 503, in milliseconds. */
+    /** After SIGTERM, how long the API keeps serving while /readyz returns 503, in milliseconds. */
     drainDelayMs: number;
     /**
      * In milliseconds: how long the API's in-flight requests get after the drain delay before their

@@ -14,9 +14,9 @@ import { listRoutes } from './support/routes.js';
 /**
  * Every route of the app against every kind of caller. A route missing from ACCESS fails the test, so a
  * new route needs a decision on who may call it. "Denied" means 401 or 403, with none of the first
- * account's member ids or email addresses in the body; "allowed" means the request passed
- * authorization (any status but 401, 403 and 5xx; the ids in the paths are unknown, so most allowed
- * calls end in 400 or 404 and change nothing).
+ * account's member ids or email addresses in the body. "Allowed" means the request passed
+ * authorization: any status but 401, 403 and 5xx. The ids in the paths are unknown, so most allowed
+ * calls end in 400 or 404 and change nothing.
  */
 
 type Role =
@@ -151,7 +151,7 @@ const accountData: string[] = [];
 let otherAccountId: string;
 
 beforeAll(async () => {
-  // Sign-in limits high enough that the public sign-in routes answer every role, not 429.
+  // Sign-in limits high enough that the public sign-in routes respond to every role without 429.
   harness = await startHarness({ env: { LOGIN_RATE_LIMIT_PER_EMAIL: '1000' } });
   // A second app on the same dependencies, because the harness keeps its own inside supertest.
   routes = listRoutes(createApp({ config: harness.config, db: harness.db, temporal: harness.temporal, logger: pino({ level: 'silent' }) }));

@@ -12,7 +12,7 @@ import { startSsoHarness, type SsoHarness } from './support/sso-app.js';
  * Secrets in logs and workflow histories. Every harness scans its own log lines and the histories of
  * its task queue when it closes (test/support/harness.ts), so each test file of the suite checks what
  * it produced. A single scan at the end of the run would depend on Jest's file order, and global
- * teardown has already stopped the Temporal server that holds the histories. This file runs a scenario
+ * teardown has already stopped the Temporal server that stores the histories. This file runs a scenario
  * that carries every kind of secret through the API, checks that the scan knows each of them and
  * finds none, shows that the scan finds a planted one, and scans the committed histories that
  * test/replay.test.ts replays.

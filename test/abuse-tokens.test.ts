@@ -16,7 +16,7 @@ import { startSsoHarness, type SsoHarness } from './support/sso-app.js';
 /**
  * The four kinds of emailed link token: invitation, password reset, email change and the SSO
  * self-service setup link. Each is checked the same way: it works, and once it is used (or its
- * onboarding ended) or past its expiry it gets exactly the answer of a token that never existed, on
+ * onboarding ended) or past its expiry it gets exactly the response of a token that never existed, on
  * both the API route and the page. Guessing is rate-limited on every token route and on sign-in.
  */
 

@@ -100,6 +100,7 @@ const environmentSchema = z
     API_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(600),
     SHUTDOWN_DRAIN_DELAY: duration('0s', { allowZero: true }),
     SHUTDOWN_TIMEOUT: duration('10s'),
+    WORKER_MAX_CACHED_WORKFLOWS: z.coerce.number().int().min(0).max(100_000).default(500),
     WORKER_METRICS_ADDRESS: z
       .string()
       .regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, such as 0.0.0.0:9464 or [::1]:9464')
@@ -180,6 +181,11 @@ export interface Config {
     timeoutMs: number;
   };
   /** host:port of the worker's Prometheus endpoint; unset, the worker exports no metrics. */
+  /**
+   * Workflows the worker keeps in memory between their tasks. Others are dropped and replayed from
+   * history on their next task, which for an invitation waiting days on a timer costs less than the memory.
+   */
+  workerMaxCachedWorkflows: number;
   workerMetricsAddress: string | undefined;
 }
 
@@ -250,6 +256,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     batchConcurrency: values.BATCH_CONCURRENCY,
     apiRateLimitPerMinute: values.API_RATE_LIMIT_PER_MINUTE,
     shutdown: { drainDelayMs: values.SHUTDOWN_DRAIN_DELAY, timeoutMs: values.SHUTDOWN_TIMEOUT },
+    workerMaxCachedWorkflows: values.WORKER_MAX_CACHED_WORKFLOWS,
     workerMetricsAddress: values.WORKER_METRICS_ADDRESS,
   };
 }

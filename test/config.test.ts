@@ -79,18 +79,21 @@ describe('loadConfig', () => {
     expect(defaults.apiRateLimitPerMinute).toBe(600);
     expect(defaults.shutdown).toEqual({ drainDelayMs: 0, timeoutMs: 10_000 });
     expect(defaults.workerMetricsAddress).toBeUndefined();
+    expect(defaults.workerMaxCachedWorkflows).toBe(500);
 
-    const set = loadConfig({ ...VALID, API_RATE_LIMIT_PER_MINUTE: '50', SHUTDOWN_DRAIN_DELAY: '5s', SHUTDOWN_TIMEOUT: '30s', WORKER_METRICS_ADDRESS: '[::1]:9464' });
+    const set = loadConfig({ ...VALID, API_RATE_LIMIT_PER_MINUTE: '50', SHUTDOWN_DRAIN_DELAY: '5s', SHUTDOWN_TIMEOUT: '30s', WORKER_METRICS_ADDRESS: '[::1]:9464', WORKER_MAX_CACHED_WORKFLOWS: '0' });
     expect(set.apiRateLimitPerMinute).toBe(50);
+    expect(set.workerMaxCachedWorkflows).toBe(0);
     expect(set.shutdown).toEqual({ drainDelayMs: 5_000, timeoutMs: 30_000 });
     expect(set.workerMetricsAddress).toBe('[::1]:9464');
   });
 
   test('invalid operations settings are named', () => {
-    const problems = problemsOf({ ...VALID, API_RATE_LIMIT_PER_MINUTE: '0', SHUTDOWN_DRAIN_DELAY: 'soon', SHUTDOWN_TIMEOUT: '0s', WORKER_METRICS_ADDRESS: '9464' });
+    const problems = problemsOf({ ...VALID, API_RATE_LIMIT_PER_MINUTE: '0', SHUTDOWN_DRAIN_DELAY: 'soon', SHUTDOWN_TIMEOUT: '0s', WORKER_METRICS_ADDRESS: '9464', WORKER_MAX_CACHED_WORKFLOWS: '-1' });
     expect(problems.some((problem) => problem.startsWith('API_RATE_LIMIT_PER_MINUTE '))).toBe(true);
     expect(problems.find((problem) => problem.startsWith('SHUTDOWN_DRAIN_DELAY '))).toContain('"soon"');
     expect(problems.find((problem) => problem.startsWith('SHUTDOWN_TIMEOUT '))).toContain('positive duration');
     expect(problems.find((problem) => problem.startsWith('WORKER_METRICS_ADDRESS '))).toContain('host:port');
+    expect(problems.some((problem) => problem.startsWith('WORKER_MAX_CACHED_WORKFLOWS '))).toBe(true);
   });
 });

@@ -1,5 +1,5 @@
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
-import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
+import { WithStartWorkflowOperation, WorkflowExecutionAlreadyStartedError, WorkflowUpdateFailedError } from '@temporalio/client';
 
 import { invitationSummary, invitationWorkflowId } from '../api/invitation-workflows.js';
 import { recordAuditEvent } from '../db/audit.js';
@@ -9,7 +9,7 @@ import { invitationGroupEmail, type InvitationGroupLink } from '../lib/email/tem
 import { lifecycleSearchAttributes } from '../workflows/search-attributes.js';
 import { deriveKey, deriveLinkToken } from '../lib/secrets.js';
 import type { BatchCounts, BatchRowStatus } from '../workflows/bulk.js';
-import { invitationStateQuery, invitationWorkflow } from '../workflows/invitation.js';
+import { invitationRecordedUpdate, invitationStateQuery, invitationWorkflow } from '../workflows/invitation.js';
 import type { ActivityDependencies } from './dependencies.js';
 import { InvitationRejection } from './invitations.js';
 import { currentWorkflow, reject } from './support.js';
@@ -47,6 +47,8 @@ export const BulkRejection = {
  */
 const RECORD_WAIT_MS = 1_500;
 const RECORD_POLL_MS = 100;
+/** How long a batch row's activity waits for the result of its new invitation workflow's recording. */
+const START_WAIT_MS = 10_000;
 /** Maximum length of the failure reason stored on a batch row. */
 const MAX_REASON_LENGTH = 500;
 
@@ -58,6 +60,16 @@ const ROW_REASONS = {
 
 function sleep(milliseconds: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, milliseconds));
+}
+
+/** The fields of a batch row and its batch that the row's invitation workflow needs. */
+interface BatchRowInvitation {
+  email: string;
+  roles: string[];
+  accountId: string;
+  environmentId: string;
+  environment: string;
+  invitedByUserId: string | null;
 }
 
 type RunVerdict =
@@ -296,6 +308,72 @@ export function createBulkActivities({ config, db, email, tokenKey, temporal }: 
   }
 
   /**
+   * Starts a row's invitation workflow with its invitationRecorded update (Update-with-Start, as the
+   * API's invite does) and waits at most START_WAIT_MS for its result. The workflow records the
+   * invitation in a local activity, so the wait holds no slot that the recording needs. Returns the
+   * verdict when the update returned in time, and otherwise the run id to check. A workflow that is
+   * already running, from an earlier attempt of this activity or from someone else's invite, gives its
+   * run id.
+   */
+  async function startInvitation(
+    workflowId: string,
+    row: BatchRowInvitation,
+    batchId: string,
+  ): Promise<{ runId: string } | { verdict: Exclude<RunVerdict, { phase: 'recording' }> }> {
+    const startWorkflowOperation = new WithStartWorkflowOperation(invitationWorkflow, {
+      workflowId,
+      taskQueue: config.temporal.taskQueue,
+      workflowIdConflictPolicy: 'FAIL',
+      workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+      staticSummary: `${invitationSummary(row, config.temporal.showEmails)} (batch ${batchId})`,
+      typedSearchAttributes: lifecycleSearchAttributes({
+        kind: 'invitation',
+        accountId: row.accountId,
+        environment: row.environment,
+        memberStatus: 'invited',
+      }),
+      args: [
+        {
+          accountId: row.accountId,
+          environmentId: row.environmentId,
+          environment: row.environment,
+          email: row.email,
+          roles: row.roles,
+          invitedByUserId: row.invitedByUserId,
+          timing: config.invitation,
+          batchId,
+        },
+      ],
+    });
+    const answer = temporal.workflow.executeUpdateWithStart(invitationRecordedUpdate, { startWorkflowOperation }).then(
+      (state) => ({ state }),
+      (error: unknown) => ({ error }),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<undefined>((resolve) => {
+      timer = setTimeout(resolve, START_WAIT_MS, undefined);
+    });
+    const outcome = await Promise.race([answer, timeout]).finally(() => clearTimeout(timer));
+    const runningRunId = async () => (await temporal.workflow.getHandle(workflowId).describe()).runId;
+
+    // Timed out: the update's request ends by itself, and the caller reads the run's progress instead.
+    if (outcome === undefined) {
+      return { runId: await runningRunId() };
+    }
+    if ('error' in outcome) {
+      if (outcome.error instanceof WorkflowExecutionAlreadyStartedError) {
+        return { runId: await runningRunId() };
+      }
+      const cause = outcome.error instanceof WorkflowUpdateFailedError ? outcome.error.cause : undefined;
+      if (!(cause instanceof ApplicationFailure)) {
+        throw outcome.error;
+      }
+      return { verdict: { phase: 'rejected', type: cause.type ?? BulkRejection.invitationRejected, message: cause.message } };
+    }
+    return { verdict: { phase: 'recorded', invitationId: outcome.state.invitationId! } };
+  }
+
+  /**
    * Invites the person of one batch row: starts their invitation workflow, carrying the batch id, and
    * records the outcome on the row once the workflow has recorded or rejected the invitation. Returns
    * `recording` with the run id when it has not yet, and the batch workflow calls again a little later
@@ -332,48 +410,23 @@ export function createBulkActivities({ config, db, email, tokenKey, temporal }: 
     }
 
     const workflowId = invitationWorkflowId(idKey, row.accountId, row.environment, row.email);
-    let runId = input.runId;
-    if (!runId) {
-      try {
-        const handle = await temporal.workflow.start(invitationWorkflow, {
-          workflowId,
-          taskQueue: config.temporal.taskQueue,
-          workflowIdConflictPolicy: 'FAIL',
-          workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-          staticSummary: `${invitationSummary(row, config.temporal.showEmails)} (batch ${input.batchId})`,
-          typedSearchAttributes: lifecycleSearchAttributes({
-            kind: 'invitation',
-            accountId: row.accountId,
-            environment: row.environment,
-            memberStatus: 'invited',
-          }),
-          args: [
-            {
-              accountId: row.accountId,
-              environmentId: row.environmentId,
-              environment: row.environment,
-              email: row.email,
-              roles: row.roles,
-              invitedByUserId: row.invitedByUserId,
-              timing: config.invitation,
-              batchId: input.batchId,
-            },
-          ],
-        });
-        runId = handle.firstExecutionRunId;
-      } catch (error) {
-        if (!(error instanceof WorkflowExecutionAlreadyStartedError)) {
-          throw error;
-        }
-        // An earlier attempt of this activity, or someone else, started it. The run's invitation shows which.
-        runId = (await temporal.workflow.getHandle(workflowId).describe()).runId;
+    const started = input.runId ? { runId: input.runId } : await startInvitation(workflowId, row, input.batchId);
+    if ('runId' in started) {
+      const verdict = await inspectInvitationRun(workflowId, started.runId, false);
+      if (verdict.phase === 'recording') {
+        return { status: 'recording', runId: started.runId };
       }
+      return settleByVerdict(key, input.batchId, verdict);
     }
+    return settleByVerdict(key, input.batchId, started.verdict);
+  }
 
-    const verdict = await inspectInvitationRun(workflowId, runId, false);
-    if (verdict.phase === 'recording') {
-      return { status: 'recording', runId };
-    }
+  /** Settles a batch row once its invitation workflow has recorded or rejected the invitation. */
+  async function settleByVerdict(
+    key: { batchId: string; rowNumber: number },
+    batchId: string,
+    verdict: Exclude<RunVerdict, { phase: 'recording' }>,
+  ): Promise<BatchRowCheck> {
     if (verdict.phase === 'rejected') {
       switch (verdict.type) {
         case InvitationRejection.alreadyMember:
@@ -391,7 +444,7 @@ export function createBulkActivities({ config, db, email, tokenKey, temporal }: 
       .join('memberships', 'memberships.id', 'invitations.membership_id')
       .where('invitations.id', verdict.invitationId)
       .first('invitations.batch_id', 'invitations.status', 'memberships.user_id');
-    if (invitation.batch_id === input.batchId) {
+    if (invitation.batch_id === batchId) {
       return settleRow(key, 'invited', { userId: invitation.user_id, invitationId: verdict.invitationId });
     }
     if (invitation.status === 'pending') {

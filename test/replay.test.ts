@@ -78,6 +78,19 @@ async function loadHistories(): Promise<{ name: string; json: unknown }[]> {
     await save('invitation-accepted-encrypted', member.invitation.workflowId);
   });
 
+  test('record invitation recorded and revoked in local activities', async () => {
+    // Both steps run as local activities since the patches in INVITATION_PATCHES; the histories above predate them.
+    const accepted = uniqueEmail('local-accepted');
+    const acceptedMember = await invite(accepted);
+    const token = tokenIn(harness.sendgrid.deliveredTo(accepted)[0]!);
+    await harness.api.post('/v1/invitations/accept').send({ token, password: 'recorded history password' }).expect(200);
+    await save('invitation-local-accepted', acceptedMember.invitation.workflowId);
+
+    const revokedMember = await invite(uniqueEmail('local-revoked'));
+    await harness.api.post(path(`/${revokedMember.id}/invitation/revoke`)).set('Authorization', `Bearer ${harness.seed.adminKey}`).expect(200);
+    await save('invitation-local-revoked', revokedMember.invitation.workflowId);
+  });
+
   test('record reminded and expired invitation', async () => {
     const member = await invite(uniqueEmail('expired'));
     await save('invitation-reminded-expired', member.invitation.workflowId);
@@ -110,7 +123,9 @@ async function loadHistories(): Promise<{ name: string; json: unknown }[]> {
     ).rejects.toMatchObject({ status: 409, code: 'already_member' });
     const workflowId = invitationWorkflowId(idKey, harness.seed.accountId, 'sandbox', email);
     expect((await harness.temporal.workflow.getHandle(workflowId).result()).outcome).toBe('rejected');
-    await save('invitation-rejected', workflowId);
+    // Since the local recording (INVITATION_PATCHES.recordLocally) this records the new path; the older
+    // invitation-rejected.json keeps the path through a normal activity.
+    await save('invitation-local-rejected', workflowId);
   });
 });
 
@@ -130,6 +145,9 @@ describe('workflow replay', () => {
         'invitation-reminded-expired.json',
         'invitation-resent-revoked.json',
         'invitation-rejected.json',
+        'invitation-local-accepted.json',
+        'invitation-local-revoked.json',
+        'invitation-local-rejected.json',
       ]),
     );
     for (const { name, json } of histories) {

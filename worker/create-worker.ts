@@ -57,6 +57,7 @@ export async function createWorker(dependencies: WorkerDependencies): Promise<Wo
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
     // Activities are short database writes and one HTTP call; the pool size bounds them instead.
     maxConcurrentActivityTaskExecutions: Math.max(4, config.databasePoolMax * 2),
+    maxConcurrentLocalActivityExecutions: Math.max(4, config.databasePoolMax * 2),
     // The SDK's default scales with the heap limit: 2,310 workflows for a 4 GiB heap, which held about
     // 1.3 GiB with 10,000 invitations waiting on their timers (BENCHMARKS.md).
     maxCachedWorkflows: config.workerMaxCachedWorkflows,

@@ -7,7 +7,9 @@ import {
   defineSignal,
   defineUpdate,
   log,
+  patched,
   proxyActivities,
+  proxyLocalActivities,
   setCurrentDetails,
   setHandler,
   workflowInfo,
@@ -89,11 +91,43 @@ export const InvitationFailure = {
   resendLimit: 'ResendLimitReached',
 } as const;
 
+/** Database and SendGrid outages are retried for up to a day before the invitation fails visibly. */
+const RETRY = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '5m', maximumAttempts: 300 } as const;
+
 const { recordInvitation, sendInvitationEmail, expireInvitation, revokeInvitation } = proxyActivities<InvitationActivities>({
   startToCloseTimeout: '30s',
-  // Database and SendGrid outages are retried for up to a day before the invitation fails visibly.
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '5m', maximumAttempts: 300 },
+  retry: RETRY,
 });
+
+/**
+ * The database writes that a caller waits for run as local activities: in the worker, inside the
+ * workflow task, so the API's Update-with-Start or revoke gets its result without a round trip through
+ * an activity task queue. Each is one short transaction that is safe to repeat. Sending email stays a
+ * normal activity, because it calls a provider that can be slow or down for hours.
+ */
+const local = proxyLocalActivities<InvitationActivities>({
+  startToCloseTimeout: '30s',
+  retry: RETRY,
+});
+
+/**
+ * Patch ids. Histories from before a patch replay the old path. Keep each branch until no workflow
+ * that started before the patch can still be running: invitations last INVITE_TTL, 7 days by default.
+ */
+export const INVITATION_PATCHES = {
+  recordLocally: 'record-invitation-locally',
+  revokeLocally: 'revoke-invitation-locally',
+} as const;
+
+/**
+ * Returns the failure that an activity threw on purpose, one that no retry can fix, or undefined. A
+ * normal activity's failure arrives wrapped in an ActivityFailure; a local activity's non-retryable
+ * failure arrives as the activity's ApplicationFailure itself.
+ */
+function nonRetryableCause(error: unknown): ApplicationFailure | undefined {
+  const cause = error instanceof ActivityFailure ? error.cause : error;
+  return cause instanceof ApplicationFailure && cause.nonRetryable ? cause : undefined;
+}
 
 export async function invitationWorkflow(input: InvitationWorkflowInput): Promise<InvitationOutcome> {
   const { timing } = input;
@@ -203,7 +237,8 @@ export async function invitationWorkflow(input: InvitationWorkflowInput): Promis
   setHandler(
     revokeInvitationUpdate,
     async ({ actorUserId }) => {
-      const result = await revokeInvitation({ invitationId: state.invitationId!, actorUserId, reason: 'revoked' });
+      const revoke = patched(INVITATION_PATCHES.revokeLocally) ? local.revokeInvitation : revokeInvitation;
+      const result = await revoke({ invitationId: state.invitationId!, actorUserId, reason: 'revoked' });
       state.phase = result.status;
       describe();
       return state;
@@ -222,7 +257,8 @@ export async function invitationWorkflow(input: InvitationWorkflowInput): Promis
 
   describe();
   try {
-    const recorded = await recordInvitation({
+    const record = patched(INVITATION_PATCHES.recordLocally) ? local.recordInvitation : recordInvitation;
+    const recorded = await record({
       accountId: input.accountId,
       environmentId: input.environmentId,
       email: input.email,
@@ -242,9 +278,10 @@ export async function invitationWorkflow(input: InvitationWorkflowInput): Promis
   } catch (error) {
     // The activity rejects a person who is already a member or already invited. Other failures,
     // such as exhausted retries, fail the workflow so that operators see them.
-    if (error instanceof ActivityFailure && error.cause instanceof ApplicationFailure && error.cause.nonRetryable) {
+    const rejection = nonRetryableCause(error);
+    if (rejection) {
       state.phase = 'rejected';
-      state.rejection = { type: error.cause.type ?? 'InvitationRejected', message: error.cause.message };
+      state.rejection = { type: rejection.type ?? 'InvitationRejected', message: rejection.message };
       describe();
       await allHandlersFinished();
       return { outcome: 'rejected', invitationId: null, membershipId: null };

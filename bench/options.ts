@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 /** Settings of one benchmark run. */
@@ -22,6 +23,8 @@ export interface BenchOptions {
   temporalAddress: string | undefined;
   /** BENCHMARKS.md, whose results section the run rewrites, or undefined to leave it alone. */
   resultsPage: string | undefined;
+  /** Folder for the worker's CPU profile, or undefined for none. */
+  workerProfileDir: string | undefined;
 }
 
 const DEFAULTS = {
@@ -54,6 +57,8 @@ Options (defaults in brackets; BENCH_SCALE or --scale multiplies every default c
   --sign-in-requests <n>      sign-ins one after another [${DEFAULTS.signInRequests}]
   --bursts <n>                bursts of 20 concurrent sign-ins [${DEFAULTS.signInBursts}]
   --no-write                  leaves BENCHMARKS.md alone
+  --profile-worker <dir>      writes a V8 CPU profile of the worker into <dir> (read it with
+                              \`npm run bench:profile -- <file>\` or Chrome DevTools); profiling slows the worker
   --help                      prints this text
 
 Environment:
@@ -100,6 +105,7 @@ export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): Bench
         'sign-in-requests': { type: 'string' },
         bursts: { type: 'string' },
         'no-write': { type: 'boolean' },
+        'profile-worker': { type: 'string' },
         help: { type: 'boolean' },
       },
     });
@@ -132,5 +138,6 @@ export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): Bench
     adminDatabaseUrl: env.BENCH_DATABASE_URL ?? DEFAULT_ADMIN_DATABASE_URL,
     temporalAddress: env.BENCH_TEMPORAL_ADDRESS || undefined,
     resultsPage: values['no-write'] ? undefined : DEFAULT_RESULTS_PAGE,
+    workerProfileDir: values['profile-worker'] ? resolve(values['profile-worker']) : undefined,
   };
 }

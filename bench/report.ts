@@ -45,7 +45,7 @@ export interface BenchResults {
   startedAt: string;
   durationSeconds: number;
   machine: MachineDescription;
-  options: Omit<BenchOptions, 'adminDatabaseUrl' | 'temporalAddress' | 'resultsPage'>;
+  options: Omit<BenchOptions, 'adminDatabaseUrl' | 'temporalAddress' | 'resultsPage' | 'workerProfileDir'>;
   bulk: BulkResult;
   throughput: ThroughputResult;
   signIn: SignInResult;

@@ -144,6 +144,9 @@ async function startTemporal(
     dbFilename: '',
     namespace: 'default',
     readyTimeoutMs: TEMPORAL_READY_TIMEOUT_MS,
+    // The server then hands an activity that a workflow task schedules straight back to the worker that
+    // completed the task, when it has a free slot, instead of through the task queue. Off by default.
+    dynamicConfig: { 'system.enableActivityEagerExecution': 'true' },
     logFile: join(workDir, 'temporal-server.log'),
     onUnexpectedExit: (reason) => onFatal(new Error(`The Temporal dev server exited: ${reason}`)),
   });
@@ -167,6 +170,8 @@ export async function startStack(input: {
   cleanup: Cleanup;
   onFatal: (error: Error) => void;
   progress: (message: string) => void;
+  /** Folder where the worker writes a V8 CPU profile (node --cpu-prof) when it stops; undefined for none. */
+  workerProfileDir?: string | undefined;
 }): Promise<BenchStack> {
   const { cleanup, progress, workDir } = input;
 
@@ -247,7 +252,7 @@ export async function startStack(input: {
   const { serverVersion } = await clientConnection.workflowService.getSystemInfo({});
 
   progress('starting the worker and the baseline worker, each in its own process (both bundle workflow code)');
-  const worker = new WorkerProcess(appEnv);
+  const worker = new WorkerProcess(appEnv, undefined, input.workerProfileDir ? ['--cpu-prof', `--cpu-prof-dir=${input.workerProfileDir}`] : []);
   const baselineWorker = new WorkerProcess(
     {
       TEMPORAL_ADDRESS: config.temporal.address,

@@ -59,7 +59,13 @@ async function measure(context: BenchContext, options: BenchOptions, cleanup: Cl
   const listing = await runListing(context, { tiers: options.listTiers, requests: options.listRequests, progress });
   signal.throwIfAborted();
 
-  const { adminDatabaseUrl: _adminDatabaseUrl, temporalAddress: _temporalAddress, resultsPage: _resultsPage, ...settings } = options;
+  const {
+    adminDatabaseUrl: _adminDatabaseUrl,
+    temporalAddress: _temporalAddress,
+    resultsPage: _resultsPage,
+    workerProfileDir: _workerProfileDir,
+    ...settings
+  } = options;
   return {
     startedAt: startedAt.toISOString(),
     durationSeconds: (performance.now() - clockStart) / 1000,
@@ -127,6 +133,7 @@ async function main(): Promise<number> {
       cleanup,
       onFatal: (error) => controller.abort(error),
       progress,
+      workerProfileDir: options.workerProfileDir,
     });
     controller.signal.throwIfAborted();
 

@@ -8,18 +8,15 @@ type HistoryEvent = NonNullable<History['events']>[number];
 
 /**
  * The parts of one invite's time to 202, in the order they happen. A hand-off is the time from the
- * server scheduling a task to a worker poll receiving it. A task's run ends when the server has
+ * server scheduling a task to a worker poll receiving it. The recording runs inside the first workflow
+ * task. When it fails and is retried, the invite has more tasks, and only the first is split out. A task's run ends when the server has
  * recorded the worker's completion call. The first and last parts compare the client's `Date.now()`
  * with the Temporal server's event times, which works because both run on this machine.
  */
 export const TIMELINE_SEGMENTS = {
   requestToStart: 'request sent → workflow started (HTTP, auth, checks, start call)',
   firstTaskHandOff: 'workflow started → 1st workflow task started (hand-off)',
-  firstTaskRun: '1st workflow task started → completed (worker)',
-  activityHandOff: '1st workflow task completed → recordInvitation started (hand-off)',
-  activityRun: 'recordInvitation started → completed (one DB transaction)',
-  secondTaskHandOff: 'recordInvitation completed → 2nd workflow task started (hand-off)',
-  secondTaskRun: '2nd workflow task started → completed (worker; the update completes)',
+  firstTaskRun: '1st workflow task started → completed (worker; recordInvitation runs as a local activity, the update completes)',
   updateToResponse: 'update completed → 202 read (update result, member read, response)',
 } as const;
 
@@ -55,37 +52,17 @@ function segmentsOf(invite: InviteRecord, events: HistoryEvent[]): Record<Timeli
   const started = events.find((event) => event.workflowExecutionStartedEventAttributes);
   const firstTaskStarted = after(started, (event) => event.workflowTaskStartedEventAttributes);
   const firstTaskCompleted = after(firstTaskStarted, (event) => event.workflowTaskCompletedEventAttributes);
-  const scheduled = events.find((event) => event.activityTaskScheduledEventAttributes?.activityType?.name === 'recordInvitation');
-  const scheduledId = toNumber(scheduled?.eventId);
-  const activityStarted = events.find((event) => toNumber(event.activityTaskStartedEventAttributes?.scheduledEventId) === scheduledId);
-  const activityCompleted = events.find((event) => toNumber(event.activityTaskCompletedEventAttributes?.scheduledEventId) === scheduledId);
-  const secondTaskStarted = after(activityCompleted, (event) => event.workflowTaskStartedEventAttributes);
-  const secondTaskCompleted = after(secondTaskStarted, (event) => event.workflowTaskCompletedEventAttributes);
   const updateCompleted = events.find((event) => event.workflowExecutionUpdateCompletedEventAttributes);
 
-  const times = [
-    started,
-    firstTaskStarted,
-    firstTaskCompleted,
-    activityStarted,
-    activityCompleted,
-    secondTaskStarted,
-    secondTaskCompleted,
-    updateCompleted,
-  ].map(eventTimeMs);
-  if (scheduledId === undefined || times.some((time) => time === undefined)) {
+  const times = [started, firstTaskStarted, firstTaskCompleted, updateCompleted].map(eventTimeMs);
+  if (times.some((time) => time === undefined)) {
     return undefined;
   }
-  const [startedAt, firstStartedAt, firstCompletedAt, activityStartedAt, activityCompletedAt, secondStartedAt, secondCompletedAt, updateCompletedAt] =
-    times as number[];
+  const [startedAt, firstStartedAt, firstCompletedAt, updateCompletedAt] = times as number[];
   return {
     requestToStart: startedAt! - invite.sentAtEpochMs,
     firstTaskHandOff: firstStartedAt! - startedAt!,
     firstTaskRun: firstCompletedAt! - firstStartedAt!,
-    activityHandOff: activityStartedAt! - firstCompletedAt!,
-    activityRun: activityCompletedAt! - activityStartedAt!,
-    secondTaskHandOff: secondStartedAt! - activityCompletedAt!,
-    secondTaskRun: secondCompletedAt! - secondStartedAt!,
     updateToResponse: invite.receivedAtEpochMs - updateCompletedAt!,
   };
 }

@@ -29,6 +29,8 @@ export interface DevServerOptions {
   namespace: string;
   /** How long to wait for the server to respond, in milliseconds. */
   readyTimeoutMs: number;
+  /** Dynamic configuration values of the server, such as `system.enableActivityEagerExecution: 'true'`. */
+  dynamicConfig?: Record<string, string>;
 }
 
 const STOP_TIMEOUT_MS = 10_000;
@@ -133,6 +135,7 @@ export async function startCliDevServer(
     '--log-level',
     'warn',
     ...searchAttributeFlags(),
+    ...Object.entries(options.dynamicConfig ?? {}).flatMap(([key, value]) => ['--dynamic-config-value', `${key}=${value}`]),
   ];
   // The server always creates "default"; any other namespace is created at launch.
   if (options.namespace !== 'default') {

@@ -15,6 +15,8 @@ export class ServiceProcess {
     private readonly entryPoint: string,
     private readonly readyMessage: string,
     private readonly env: Record<string, string>,
+    /** Options for node itself, such as --cpu-prof, which NODE_OPTIONS does not accept. */
+    private readonly nodeOptions: string[] = [],
   ) {}
 
   /** The child's process id, once started. */
@@ -24,7 +26,7 @@ export class ServiceProcess {
 
   /** Starts the process and resolves once it logs its ready message, within 60 s. */
   async start(): Promise<void> {
-    const child = spawn(process.execPath, ['--import', 'tsx', this.entryPoint], {
+    const child = spawn(process.execPath, [...this.nodeOptions, '--import', 'tsx', this.entryPoint], {
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...this.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -77,8 +79,8 @@ export class ServiceProcess {
  * way, by passing another entry point that logs "worker started".
  */
 export class WorkerProcess extends ServiceProcess {
-  constructor(env: Record<string, string>, entryPoint: string = WORKER_MAIN) {
-    super(entryPoint, 'worker started', env);
+  constructor(env: Record<string, string>, entryPoint: string = WORKER_MAIN, nodeOptions: string[] = []) {
+    super(entryPoint, 'worker started', env, nodeOptions);
   }
 }
 

@@ -311,15 +311,15 @@ export function createBulkActivities({ config, db, email, tokenKey, temporal }: 
    * Starts a row's invitation workflow with its invitationRecorded update (Update-with-Start, as the
    * API's invite does) and waits at most START_WAIT_MS for its result. The workflow records the
    * invitation in a local activity, so the wait holds no slot that the recording needs. Returns the
-   * verdict when the update returned in time, and otherwise the run id to check. A workflow that is
-   * already running, from an earlier attempt of this activity or from someone else's invite, gives its
-   * run id.
+   * recorded invitation or the rejection when the update returned in time, and otherwise the run id to
+   * check. A workflow that is already running, from an earlier attempt of this activity or from someone
+   * else's invite, gives its run id.
    */
   async function startInvitation(
     workflowId: string,
     row: BatchRowInvitation,
     batchId: string,
-  ): Promise<{ runId: string } | { verdict: Exclude<RunVerdict, { phase: 'recording' }> }> {
+  ): Promise<{ runId: string } | { verdict: Extract<RunVerdict, { phase: 'rejected' }> } | { invitationId: string; userId: string }> {
     const startWorkflowOperation = new WithStartWorkflowOperation(invitationWorkflow, {
       workflowId,
       taskQueue: config.temporal.taskQueue,
@@ -370,7 +370,8 @@ export function createBulkActivities({ config, db, email, tokenKey, temporal }: 
       }
       return { verdict: { phase: 'rejected', type: cause.type ?? BulkRejection.invitationRejected, message: cause.message } };
     }
-    return { verdict: { phase: 'recorded', invitationId: outcome.state.invitationId! } };
+    // The conflict policy FAIL means this call started the run, so the invitation is this batch's.
+    return { invitationId: outcome.state.invitationId!, userId: outcome.state.userId! };
   }
 
   /**
@@ -418,7 +419,10 @@ export function createBulkActivities({ config, db, email, tokenKey, temporal }: 
       }
       return settleByVerdict(key, input.batchId, verdict);
     }
-    return settleByVerdict(key, input.batchId, started.verdict);
+    if ('verdict' in started) {
+      return settleByVerdict(key, input.batchId, started.verdict);
+    }
+    return settleRow(key, 'invited', { userId: started.userId, invitationId: started.invitationId });
   }
 
   /** Settles a batch row once its invitation workflow has recorded or rejected the invitation. */

@@ -7,11 +7,12 @@ import { hashToken, isOperatorKey, isSessionToken, parseApiKey } from '../lib/se
 import { applyCallerRateLimit } from './caller-rate-limit.js';
 import type { Caller, Principal } from './context.js';
 import { HttpError } from './errors.js';
+import { rolesOf } from './members.js';
 import { readCookie, SESSION_COOKIE } from './sso/cookies.js';
 
 const BEARER = /^Bearer\s+(\S+)$/i;
 
-/** A session's last-used time is written at most this often, to spare the database a write per request. */
+/** A session's or API key's last-used time is written at most this often, to spare the database a write per request. */
 const LAST_USED_RESOLUTION_MS = 60_000;
 
 function unauthorized(message: string): HttpError {
@@ -23,20 +24,43 @@ function touch(request: Request, query: Promise<unknown>): void {
   query.catch((error: unknown) => request.log?.warn({ err: error }, 'could not record the credential use'));
 }
 
+/**
+ * Resolves an API key together with its owner's membership in the key's environment, so that
+ * requireEnvironmentMember needs no query of its own for API keys.
+ */
 async function resolveApiKey(db: Knex, request: Request, key: string): Promise<Caller> {
   const row = await db('api_keys')
     .join('memberships', function joinMembership() {
       this.on('memberships.user_id', '=', 'api_keys.user_id').andOn('memberships.environment_id', '=', 'api_keys.environment_id');
     })
+    .join('environments', 'environments.id', 'api_keys.environment_id')
     .where('api_keys.secret_hash', hashToken(key))
     .whereNull('api_keys.revoked_at')
     .where('memberships.status', 'active')
-    .first('api_keys.id', 'api_keys.user_id', 'api_keys.account_id', 'api_keys.environment_id');
+    .first(
+      'api_keys.id',
+      'api_keys.user_id',
+      'api_keys.account_id',
+      'api_keys.environment_id',
+      'api_keys.last_used_at',
+      'environments.name as environment',
+      'memberships.id as membership_id',
+      rolesOf(db, 'memberships.id'),
+    );
   if (!row) {
     throw unauthorized('The API key is unknown, revoked, or its owner is no longer an active member.');
   }
-  touch(request, db('api_keys').where({ id: row.id }).update({ last_used_at: db.fn.now() }));
-  return { kind: 'apiKey', apiKeyId: row.id, userId: row.user_id, accountId: row.account_id, environmentId: row.environment_id };
+  if (row.last_used_at === null || Date.now() - new Date(row.last_used_at).getTime() > LAST_USED_RESOLUTION_MS) {
+    touch(request, db('api_keys').where({ id: row.id }).update({ last_used_at: db.fn.now() }));
+  }
+  return {
+    kind: 'apiKey',
+    apiKeyId: row.id,
+    userId: row.user_id,
+    accountId: row.account_id,
+    environmentId: row.environment_id,
+    membership: { environment: row.environment, membershipId: row.membership_id, roles: row.roles },
+  };
 }
 
 async function resolveSession(db: Knex, config: Config, request: Request, token: string): Promise<Caller> {
@@ -149,13 +173,28 @@ export function requireEnvironmentMember(db: Knex): RequestHandler {
       throw new HttpError(403, 'forbidden', 'Operator keys work only on /v1/operator routes.');
     }
 
+    if (caller.kind === 'apiKey') {
+      // resolveApiKey has already loaded the key owner's active membership in the key's environment.
+      if (caller.accountId !== accountId || caller.membership.environment !== environment) {
+        throw new HttpError(403, 'forbidden', `This API key is not valid for account "${accountId}" environment "${environment}".`);
+      }
+      request.principal = {
+        caller,
+        userId: caller.userId,
+        accountId,
+        environmentId: caller.environmentId,
+        environment,
+        membershipId: caller.membership.membershipId,
+        roles: caller.membership.roles,
+      };
+      next();
+      return;
+    }
+
     const membership = await db('memberships')
       .join('environments', 'environments.id', 'memberships.environment_id')
       .where({ 'environments.account_id': accountId, 'environments.name': environment, 'memberships.user_id': caller.userId })
-      .first('memberships.id', 'memberships.status', 'memberships.environment_id');
-    if (caller.kind === 'apiKey' && (caller.accountId !== accountId || caller.environmentId !== membership?.environment_id)) {
-      throw new HttpError(403, 'forbidden', `This API key is not valid for account "${accountId}" environment "${environment}".`);
-    }
+      .first('memberships.id', 'memberships.status', 'memberships.environment_id', rolesOf(db, 'memberships.id'));
     if (!membership) {
       throw forbidden;
     }
@@ -166,7 +205,6 @@ export function requireEnvironmentMember(db: Knex): RequestHandler {
       throw forbidden;
     }
 
-    const roles = await db('membership_roles').where({ membership_id: membership.id }).pluck('role_key');
     const principal: Principal = {
       caller,
       userId: caller.userId,
@@ -174,7 +212,7 @@ export function requireEnvironmentMember(db: Knex): RequestHandler {
       environmentId: membership.environment_id,
       environment,
       membershipId: membership.id,
-      roles,
+      roles: membership.roles,
     };
     request.principal = principal;
     next();

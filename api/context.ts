@@ -19,9 +19,17 @@ export interface DrainState {
   draining: boolean;
 }
 
+/** The API key owner's active membership in the key's environment, loaded together with the key. */
+export interface KeyMembership {
+  /** Name of the key's environment, such as "production". */
+  environment: string;
+  membershipId: string;
+  roles: string[];
+}
+
 /** Sender of the request, resolved from the bearer credential or the session cookie. */
 export type Caller =
-  | { kind: 'apiKey'; apiKeyId: string; userId: string; accountId: string; environmentId: string }
+  | { kind: 'apiKey'; apiKeyId: string; userId: string; accountId: string; environmentId: string; membership: KeyMembership }
   | { kind: 'session'; sessionId: string; userId: string }
   | { kind: 'operator'; operatorKeyId: string; name: string };
 

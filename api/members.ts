@@ -83,127 +83,179 @@ function escapeLike(text: string): string {
   return text.replace(/[\\%_]/g, (character) => `\\${character}`);
 }
 
-/** Loads members with their roles and latest invitation, in the order of the ids given. */
-async function loadViews(db: Knex, membershipIds: string[]): Promise<MemberView[]> {
-  if (membershipIds.length === 0) {
-    return [];
-  }
-  const rows = await db('memberships')
-    .join('users', 'users.id', 'memberships.user_id')
-    .whereIn('memberships.id', membershipIds)
-    .select(
-      'memberships.*',
-      'users.email',
-      db.raw(
-        `(SELECT coalesce(array_agg(role_key ORDER BY role_key), '{}') FROM membership_roles
-          WHERE membership_roles.membership_id = memberships.id) AS roles`,
-      ),
-    );
-  const invitations = await db('invitations')
-    .distinctOn('membership_id')
-    .whereIn('membership_id', membershipIds)
-    .orderBy([{ column: 'membership_id' }, { column: 'created_at', order: 'desc' }])
-    .select('id', 'membership_id', 'status', 'expires_at', 'resend_count', 'last_sent_at', 'workflow_id');
-  const invitationByMembership = new Map(invitations.map((invitation) => [invitation.membership_id, invitation]));
-  const emails = await db('invitation_emails')
-    .distinctOn('invitation_id')
-    .whereIn(
-      'invitation_id',
-      invitations.map((invitation) => invitation.id),
-    )
-    .orderBy([{ column: 'invitation_id' }, { column: 'created_at', order: 'desc' }])
-    .select('invitation_id', 'step', 'status', 'sent_at', 'rejected_at', 'rejection_reason');
-  const emailByInvitation = new Map<string, InvitationEmailView>(
-    emails.map((row) => [
-      row.invitation_id,
-      {
-        step: row.step,
-        status: row.status,
-        sentAt: iso(row.sent_at),
-        rejectedAt: iso(row.rejected_at),
-        rejectionReason: row.rejection_reason,
-      },
-    ]),
+/** Selects, as `roles`, the sorted role keys of the membership whose id is in `column`. */
+export function rolesOf(db: Knex, column: string): Knex.Raw {
+  return db.raw(
+    `(SELECT coalesce(array_agg(role_key ORDER BY role_key), '{}') FROM membership_roles WHERE membership_id = ??) AS roles`,
+    [column],
   );
-
-  const viewById = new Map<string, MemberView>();
-  for (const row of rows) {
-    const invitation = invitationByMembership.get(row.id);
-    viewById.set(row.id, {
-      id: row.user_id,
-      email: row.email,
-      status: row.status,
-      roles: row.roles,
-      membershipId: row.id,
-      invitation: invitation
-        ? {
-            id: invitation.id,
-            status: invitation.status,
-            expiresAt: iso(invitation.expires_at)!,
-            resendCount: invitation.resend_count,
-            lastSentAt: iso(invitation.last_sent_at),
-            workflowId: invitation.workflow_id,
-            lastEmail: emailByInvitation.get(invitation.id) ?? null,
-          }
-        : null,
-      invitedAt: iso(row.invited_at),
-      activatedAt: iso(row.activated_at),
-      createdAt: iso(row.created_at)!,
-      updatedAt: iso(row.updated_at)!,
-    });
-  }
-  return membershipIds.map((id) => viewById.get(id)).filter((view): view is MemberView => view !== undefined);
-}
-
-export async function getMemberByMembershipId(db: Knex, membershipId: string): Promise<MemberView | undefined> {
-  const [view] = await loadViews(db, [membershipId]);
-  return view;
-}
-
-export async function getMember(db: Knex, environmentId: string, userId: string): Promise<MemberView | undefined> {
-  const membership = await db('memberships').where({ environment_id: environmentId, user_id: userId }).first('id');
-  return membership ? getMemberByMembershipId(db, membership.id) : undefined;
 }
 
 /**
- * Builds the keyset query behind `listMembers`: up to `limit + 1` rows of membership id and normalized
- * email, in email order, after the cursor. Exported so that the benchmark can time and EXPLAIN the same SQL.
+ * Columns of `memberships` that a member view needs. The page query reads them in its range scan of
+ * memberships, so the rest of a view takes look-ups by key: the user, the roles and the invitation.
  */
-// NOTE: the order comes from users.email_normalized, so a page's scan also reads the users of other
-// environments whose emails sort near it, and BENCHMARKS.md measures what that costs. An email column on
-// memberships with an index on (environment_id, email_normalized, id) would make every page cost the same.
+const MEMBERSHIP_COLUMNS = [
+  'id',
+  'user_id',
+  'email_normalized',
+  'status',
+  'invited_at',
+  'activated_at',
+  'created_at',
+  'updated_at',
+] as const;
+
+/**
+ * Wraps a query of membership rows (the MEMBERSHIP_COLUMNS) in one that adds each member's email as
+ * typed, roles, latest invitation and that invitation's latest email, keeping the rows in email order.
+ * Every join is a look-up by key per row, so the cost grows with the rows of `memberships`, not the tables.
+ */
+function selectMemberViews(db: Knex, memberships: Knex.QueryBuilder) {
+  return db
+    .from(memberships.as('page'))
+    .join('users', 'users.id', 'page.user_id')
+    .joinRaw(
+      `LEFT JOIN LATERAL (
+         SELECT id, status, expires_at, resend_count, last_sent_at, workflow_id FROM invitations
+         WHERE invitations.membership_id = page.id ORDER BY created_at DESC LIMIT 1
+       ) AS invitation ON true`,
+    )
+    .joinRaw(
+      `LEFT JOIN LATERAL (
+         SELECT step, status, sent_at, rejected_at, rejection_reason FROM invitation_emails
+         WHERE invitation_emails.invitation_id = invitation.id ORDER BY created_at DESC LIMIT 1
+       ) AS invitation_email ON true`,
+    )
+    .orderBy([{ column: 'page.email_normalized' }, { column: 'page.id' }])
+    .select(
+      'page.*',
+      'users.email',
+      rolesOf(db, 'page.id'),
+      'invitation.id as invitation_id',
+      'invitation.status as invitation_status',
+      'invitation.expires_at as invitation_expires_at',
+      'invitation.resend_count as invitation_resend_count',
+      'invitation.last_sent_at as invitation_last_sent_at',
+      'invitation.workflow_id as invitation_workflow_id',
+      'invitation_email.step as email_step',
+      'invitation_email.status as email_status',
+      'invitation_email.sent_at as email_sent_at',
+      'invitation_email.rejected_at as email_rejected_at',
+      'invitation_email.rejection_reason as email_rejection_reason',
+    );
+}
+
+/** Builds the view of a row of `selectMemberViews`. */
+function toMemberView(row: MemberViewRow): MemberView {
+  return {
+    id: row.user_id,
+    email: row.email,
+    status: row.status,
+    roles: row.roles,
+    membershipId: row.id,
+    invitation:
+      row.invitation_id === null
+        ? null
+        : {
+            id: row.invitation_id,
+            status: row.invitation_status!,
+            expiresAt: iso(row.invitation_expires_at)!,
+            resendCount: row.invitation_resend_count!,
+            lastSentAt: iso(row.invitation_last_sent_at),
+            workflowId: row.invitation_workflow_id!,
+            lastEmail:
+              row.email_step === null
+                ? null
+                : {
+                    step: row.email_step,
+                    status: row.email_status!,
+                    sentAt: iso(row.email_sent_at),
+                    rejectedAt: iso(row.email_rejected_at),
+                    rejectionReason: row.email_rejection_reason,
+                  },
+          },
+    invitedAt: iso(row.invited_at),
+    activatedAt: iso(row.activated_at),
+    createdAt: iso(row.created_at)!,
+    updatedAt: iso(row.updated_at)!,
+  };
+}
+
+/** A row of `selectMemberViews`. The invitation and email columns are null when the member has none. */
+interface MemberViewRow {
+  id: string;
+  user_id: string;
+  email_normalized: string;
+  email: string;
+  status: MembershipStatus;
+  roles: string[];
+  invited_at: Date | null;
+  activated_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
+  invitation_id: string | null;
+  invitation_status: string | null;
+  invitation_expires_at: Date | null;
+  invitation_resend_count: number | null;
+  invitation_last_sent_at: Date | null;
+  invitation_workflow_id: string | null;
+  email_step: string | null;
+  email_status: InvitationEmailView['status'] | null;
+  email_sent_at: Date | null;
+  email_rejected_at: Date | null;
+  email_rejection_reason: string | null;
+}
+
+export async function getMemberByMembershipId(db: Knex, membershipId: string): Promise<MemberView | undefined> {
+  const [row] = await selectMemberViews(db, db('memberships').where({ id: membershipId }).select(MEMBERSHIP_COLUMNS));
+  return row ? toMemberView(row) : undefined;
+}
+
+export async function getMember(db: Knex, environmentId: string, userId: string): Promise<MemberView | undefined> {
+  const memberships = db('memberships').where({ environment_id: environmentId, user_id: userId }).select(MEMBERSHIP_COLUMNS);
+  const [row] = await selectMemberViews(db, memberships);
+  return row ? toMemberView(row) : undefined;
+}
+
+/**
+ * Builds the one query behind `listMembers`: up to `limit + 1` members after the cursor, in order of
+ * (memberships.email_normalized, memberships.id), with everything their views need. Exported so that
+ * the benchmark can time and EXPLAIN the same SQL.
+ *
+ * Without a filter the page is one range scan of memberships_environment_email_index, and with a status
+ * filter one of memberships_environment_status_email_index, starting at the cursor and stopping after
+ * `limit + 1` rows, so a deep page costs what the first one does.
+ */
+// NOTE: the role filter and the email prefix are checked row by row during that scan. A role or a prefix
+// that few members of a large environment match makes the scan read many rows to fill a page.
 export function memberPageQuery(
   db: Knex,
   environmentId: string,
   filter: MemberFilter,
   page: { limit: number; after?: Cursor | undefined },
 ) {
-  const query = db('memberships')
-    .join('users', 'users.id', 'memberships.user_id')
+  const memberships = db('memberships')
     .where('memberships.environment_id', environmentId)
-    .orderBy([{ column: 'users.email_normalized' }, { column: 'memberships.id' }])
+    .orderBy([{ column: 'memberships.email_normalized' }, { column: 'memberships.id' }])
     .limit(page.limit + 1)
-    .select('memberships.id', 'users.email_normalized');
+    .select(MEMBERSHIP_COLUMNS.map((column) => `memberships.${column}`));
 
   if (filter.status) {
-    query.where('memberships.status', filter.status);
+    memberships.where('memberships.status', filter.status);
   }
   if (filter.role) {
-    query.whereExists(
+    memberships.whereExists(
       db('membership_roles').whereRaw('membership_roles.membership_id = memberships.id').where('role_key', filter.role),
     );
   }
   if (filter.emailPrefix) {
-    query.whereRaw("users.email_normalized LIKE ? ESCAPE '\\'", [`${escapeLike(filter.emailPrefix)}%`]);
+    memberships.whereRaw("memberships.email_normalized LIKE ? ESCAPE '\\'", [`${escapeLike(filter.emailPrefix)}%`]);
   }
   if (page.after) {
-    // The row comparison spans two tables, so Postgres cannot start an index scan from it. The plain
-    // bound on the email lets a deep page start its scan of users_email_normalized_unique at the cursor
-    // instead of at the first user.
-    query.where('users.email_normalized', '>=', page.after.email);
-    query.whereRaw('(users.email_normalized, memberships.id) > (?, ?)', [page.after.email, page.after.membershipId]);
+    memberships.whereRaw('(memberships.email_normalized, memberships.id) > (?, ?)', [page.after.email, page.after.membershipId]);
   }
-  return query;
+  return selectMemberViews(db, memberships);
 }
 
 /** Lists an environment's members by email, a page at a time (keyset pagination on email and id). */
@@ -213,13 +265,12 @@ export async function listMembers(
   filter: MemberFilter,
   page: { limit: number; after?: Cursor | undefined },
 ): Promise<MemberPage> {
-  const query = memberPageQuery(db, environmentId, filter, page);
-  const rows = await query;
+  const rows: MemberViewRow[] = await memberPageQuery(db, environmentId, filter, page);
   const hasMore = rows.length > page.limit;
   const pageRows = rows.slice(0, page.limit);
   const last = pageRows.at(-1);
   return {
-    data: await loadViews(db, pageRows.map((row) => row.id)),
+    data: pageRows.map(toMemberView),
     nextCursor: hasMore && last ? encodeCursor({ email: last.email_normalized, membershipId: last.id }) : null,
   };
 }

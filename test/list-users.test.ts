@@ -293,3 +293,96 @@ describe('list with bad query', () => {
     expect(response.body.error.details[0].rule).toBe('must be a whole number');
   });
 });
+
+describe('list after email change', () => {
+  /**
+   * Members of a second environment of the account, so that changing their emails leaves the sandbox
+   * list above alone. Gus is also a member of a third environment.
+   */
+  const stagingMembers = {
+    admin: members.admin,
+    ann: address('ann'),
+    ben: address('ben'),
+    cat: address('cat'),
+    dee: address('dee'),
+    gus: address('gus'),
+  };
+  let stagingKey: string;
+  const environmentIds: Record<string, string> = {};
+
+  function listStaging(query: Record<string, string | number> = {}) {
+    return harness.api
+      .get(`/v1/accounts/${accountId}/environments/staging/users`)
+      .set('Authorization', `Bearer ${stagingKey}`)
+      .query(query);
+  }
+
+  async function setEmail(oldEmail: string, newEmail: string): Promise<void> {
+    const updated = await harness.db('users').where({ email_normalized: oldEmail.toLowerCase() }).update({ email: newEmail });
+    expect(updated).toBe(1);
+  }
+
+  async function membershipEmails(email: string): Promise<Record<string, string>> {
+    const rows = await harness.db('memberships')
+      .join('users', 'users.id', 'memberships.user_id')
+      .where('users.email_normalized', email.toLowerCase())
+      .select('memberships.environment_id', 'memberships.email_normalized');
+    return Object.fromEntries(rows.map((row) => [row.environment_id, row.email_normalized]));
+  }
+
+  beforeAll(async () => {
+    await createAccount(harness.db, { id: accountId, name: `Account ${accountId}`, environments: ['staging', 'testing'] });
+    for (const name of ['staging', 'testing']) {
+      environmentIds[name] = (await findEnvironment(harness.db, accountId, name))!.id;
+    }
+    const stagingId = environmentIds.staging!;
+
+    const admin = await ensureActiveMember(harness.db, { accountId, environmentId: stagingId, email: stagingMembers.admin, roles: ['administrator'] });
+    ({ key: stagingKey } = await createApiKey(harness.db, { userId: admin.userId, accountId, environmentId: stagingId, name: 'staging list key' }));
+    for (const email of [stagingMembers.ann, stagingMembers.ben, stagingMembers.cat, stagingMembers.dee, stagingMembers.gus]) {
+      await ensureActiveMember(harness.db, { accountId, environmentId: stagingId, email, roles: ['customer_viewer'] });
+    }
+    await ensureActiveMember(harness.db, { accountId, environmentId: environmentIds.testing!, email: stagingMembers.gus, roles: ['customer_viewer'] });
+  });
+
+  test('new membership copies user email', async () => {
+    const emails = await membershipEmails(stagingMembers.gus);
+
+    expect(emails).toEqual({ [environmentIds.staging!]: stagingMembers.gus, [environmentIds.testing!]: stagingMembers.gus });
+  });
+
+  test('membership email follows user email', async () => {
+    const newEmail = address('Gil', 'Example.COM');
+    await setEmail(stagingMembers.gus, newEmail);
+
+    const emails = await membershipEmails(newEmail);
+    expect(emails).toEqual({ [environmentIds.staging!]: newEmail.toLowerCase(), [environmentIds.testing!]: newEmail.toLowerCase() });
+    expect(await membershipEmails(stagingMembers.gus)).toEqual({});
+
+    const listed = await listStaging({ q: newEmail });
+    expect(emailsOf(listed.body)).toEqual([newEmail]);
+    expect(emailsOf((await listStaging({ q: stagingMembers.gus })).body)).toEqual([]);
+  });
+
+  test('order and cursor follow email change', async () => {
+    const gil = address('Gil', 'Example.COM');
+    const first = await listStaging({ limit: 2 });
+    expect(emailsOf(first.body)).toEqual([stagingMembers.admin, stagingMembers.ann]);
+    const cursor = first.body.nextCursor as string;
+
+    // Ann moves to the end of the list, and Ben to its start, before the cursor, so the next pages skip him.
+    const zed = address('Zed');
+    const aaron = address('aaron');
+    await setEmail(stagingMembers.ann, zed);
+    await setEmail(stagingMembers.ben, aaron);
+
+    const all = await listStaging({ limit: 200 });
+    expect(emailsOf(all.body)).toEqual([aaron, stagingMembers.admin, stagingMembers.cat, stagingMembers.dee, gil, zed]);
+
+    const second = await listStaging({ limit: 2, cursor });
+    expect(emailsOf(second.body)).toEqual([stagingMembers.cat, stagingMembers.dee]);
+    const third = await listStaging({ limit: 2, cursor: second.body.nextCursor });
+    expect(emailsOf(third.body)).toEqual([gil, zed]);
+    expect(third.body.nextCursor).toBeNull();
+  });
+});

@@ -8,6 +8,7 @@ import * as bulk from './005_bulk.js';
 import * as sso from './006_sso.js';
 import * as ssoOnboardingStarter from './007_sso_onboarding_starter.js';
 import * as emailRejections from './008_email_rejections.js';
+import * as membershipEmailSortKey from './009_membership_email_sort_key.js';
 
 /**
  * Migrations listed in code rather than read from a folder, so that the same list runs under tsx,
@@ -22,6 +23,7 @@ const MIGRATIONS: Record<string, Knex.Migration> = {
   '006_sso': sso,
   '007_sso_onboarding_starter': ssoOnboardingStarter,
   '008_email_rejections': emailRejections,
+  '009_membership_email_sort_key': membershipEmailSortKey,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -121,7 +121,8 @@ describe('worker crash', () => {
 
     worker = new WorkerProcess(harness.env);
     await worker.start();
-    // Temporal retries each lost activity once its 30 s start-to-close timeout has passed.
+    // Temporal retries the lost email activity once its 30 s start-to-close timeout has passed, and the
+    // lost workflow task, whose local activity records the invitation, once its 10 s timeout has passed.
     const people = [emailStep, databaseStep, auditStep];
     await harness.sendgrid.waitFor(() => people.every((email) => harness.sendgrid.deliveredTo(email).length >= 1), 90_000);
     const audited = await auditInvite;

@@ -67,7 +67,16 @@ function payloadsIn(value: unknown, path = '', found: { path: string; payload: P
   return found;
 }
 
-const PLAINTEXT_BY_DESIGN = [/\.searchAttributes\.indexedFields\.(Lifecycle\w+|TemporalChangeVersion)$/, /\.markerRecordedEventAttributes\.details\.patch-data\.payloads\.\d+$/];
+/**
+ * Payloads that the SDK or Temporal writes unencoded: search attributes, patch markers, and the
+ * bookkeeping of a local activity's marker (sequence number, attempt, activity type and times). The
+ * local activity's result in the same marker is encoded.
+ */
+const PLAINTEXT_BY_DESIGN = [
+  /\.searchAttributes\.indexedFields\.(Lifecycle\w+|TemporalChangeVersion)$/,
+  /\.markerRecordedEventAttributes\.details\.patch-data\.payloads\.\d+$/,
+  /\.markerRecordedEventAttributes\.details\.data\.payloads\.\d+$/,
+];
 
 /** Invites a person and accepts the invitation, then returns the finished workflow's id. */
 async function inviteAndAccept(email: string): Promise<string> {
@@ -154,6 +163,10 @@ describe('workflow history', () => {
     for (const { path } of plaintext) {
       expect(PLAINTEXT_BY_DESIGN.some((pattern) => pattern.test(path))).toBe(true);
     }
+    // The recording runs as a local activity; its result sits in a marker and must be encrypted too.
+    const localResults = payloads.filter(({ path }) => /\.markerRecordedEventAttributes\.details\.result\.payloads\.\d+$/.test(path));
+    expect(localResults.length).toBeGreaterThan(0);
+    expect(localResults.every(({ payload }) => encodingOf(payload) === ENCRYPTED_ENCODING)).toBe(true);
     const text = JSON.stringify(history, (_key, value: unknown) => (ArrayBuffer.isView(value) ? Buffer.from(value as Uint8Array).toString('latin1') : value));
     expect(text).not.toContain(email);
     expect(text).not.toContain(email.split('@')[0]);

@@ -123,9 +123,10 @@ async function loadHistories(): Promise<{ name: string; json: unknown }[]> {
     ).rejects.toMatchObject({ status: 409, code: 'already_member' });
     const workflowId = invitationWorkflowId(idKey, harness.seed.accountId, 'sandbox', email);
     expect((await harness.temporal.workflow.getHandle(workflowId).result()).outcome).toBe('rejected');
-    // Since the local recording (INVITATION_PATCHES.recordLocally) this records the new path; the older
-    // invitation-rejected.json keeps the path through a normal activity.
-    await save('invitation-local-rejected', workflowId);
+    // This records the newest path, with the member status that the rejection reveals. The older
+    // invitation-rejected.json (a normal activity) and invitation-local-rejected.json (before the
+    // member status) keep the earlier paths.
+    await save('invitation-rejected-member-status', workflowId);
   });
 });
 
@@ -148,6 +149,7 @@ describe('workflow replay', () => {
         'invitation-local-accepted.json',
         'invitation-local-revoked.json',
         'invitation-local-rejected.json',
+        'invitation-rejected-member-status.json',
       ]),
     );
     for (const { name, json } of histories) {

@@ -117,7 +117,17 @@ const local = proxyLocalActivities<InvitationActivities>({
 export const INVITATION_PATCHES = {
   recordLocally: 'record-invitation-locally',
   revokeLocally: 'revoke-invitation-locally',
+  rejectionMemberStatus: 'rejection-member-status',
 } as const;
+
+/**
+ * The membership status that a rejection reveals, by the recording activity's rejection type. A run
+ * rejected for an active member would otherwise keep the `invited` it started with.
+ */
+const MEMBER_STATUS_OF_REJECTION: Partial<Record<string, MemberStatus>> = {
+  AlreadyMember: 'active',
+  MemberDeactivated: 'deactivated',
+};
 
 /**
  * Returns the failure that an activity threw on purpose, one that no retry can fix, or undefined. A
@@ -282,6 +292,11 @@ export async function invitationWorkflow(input: InvitationWorkflowInput): Promis
     if (rejection) {
       state.phase = 'rejected';
       state.rejection = { type: rejection.type ?? 'InvitationRejected', message: rejection.message };
+      const revealed = MEMBER_STATUS_OF_REJECTION[state.rejection.type];
+      if (revealed !== undefined && patched(INVITATION_PATCHES.rejectionMemberStatus)) {
+        showMemberStatus(revealed);
+        shownStatus = revealed;
+      }
       describe();
       await allHandlersFinished();
       return { outcome: 'rejected', invitationId: null, membershipId: null };

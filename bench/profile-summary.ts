@@ -61,7 +61,21 @@ async function main(): Promise<number> {
     return 64;
   }
   const rows = rowsText === undefined ? DEFAULT_ROWS : Number(rowsText);
-  const profile = JSON.parse(await readFile(file, 'utf8')) as Profile;
+  if (!Number.isInteger(rows) || rows < 1) {
+    process.stderr.write(`rows must be a whole number of at least 1, got "${rowsText}".\n`);
+    return 64;
+  }
+  let profile: Profile;
+  try {
+    profile = JSON.parse(await readFile(file, 'utf8')) as Profile;
+  } catch (error) {
+    process.stderr.write(`Cannot read ${file} as a CPU profile: ${(error as Error).message}\n`);
+    return 1;
+  }
+  if (!Array.isArray(profile.nodes) || !Array.isArray(profile.samples) || !Array.isArray(profile.timeDeltas)) {
+    process.stderr.write(`${file} is not a V8 CPU profile: it lacks nodes, samples or timeDeltas.\n`);
+    return 1;
+  }
   const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
 
   // Each sample is charged the time until the next sample.

@@ -42,6 +42,7 @@ async function main(): Promise<void> {
       temporalAddress: config.temporal.address,
       metricsAddress: config.workerMetricsAddress ?? null,
       shutdownGraceTimeMs: config.shutdown.timeoutMs,
+      maxCachedWorkflows: worker.options.maxCachedWorkflows,
     },
     'worker started',
   );

@@ -7,16 +7,15 @@ import { historyFromJSON } from '@temporalio/common/lib/proto-utils.js';
 import { Worker, type ReplayResult } from '@temporalio/worker';
 import { DeterminismViolationError } from '@temporalio/workflow';
 
-import { InvitationWorkflows, invitationWorkflowId } from '../api/invitation-workflows.js';
 import { encryptionKeys } from '../lib/config.js';
 import { dataConverter, FAILURE_CONVERTER_PATH } from '../lib/data-converter.js';
 import { AesGcmPayloadCodec } from '../lib/payload-codec.js';
-import { deriveKey } from '../lib/secrets.js';
 import type { InvitationOutcome } from '../workflows/invitation.js';
 import { connectWorker, createActivities, WORKFLOWS_PATH } from '../worker/create-worker.js';
 import { tokenIn } from './support/fake-sendgrid.js';
 import { startHarness, TEST_PAYLOAD_KEYS, uniqueEmail, uniqueId, type Harness } from './support/harness.js';
 import { HISTORY_DIR, recordHistory } from './support/histories.js';
+import { startRejectedInvitation } from './support/rejected-invitation.js';
 
 /**
  * Replays recorded workflow histories against the current workflow code. A change that would break
@@ -78,8 +77,8 @@ async function loadHistories(): Promise<{ name: string; json: unknown }[]> {
     await save('invitation-accepted-encrypted', member.invitation.workflowId);
   });
 
-  test('record invitation recorded and revoked in local activities', async () => {
-    // Both steps run as local activities since the patches in INVITATION_PATCHES; the histories above predate them.
+  test('record local activity invitations', async () => {
+    // Both steps run as local activities since the patches in INVITATION_PATCHES. The histories above predate them.
     const accepted = uniqueEmail('local-accepted');
     const acceptedMember = await invite(accepted);
     const token = tokenIn(harness.sendgrid.deliveredTo(accepted)[0]!);
@@ -106,23 +105,7 @@ async function loadHistories(): Promise<{ name: string; json: unknown }[]> {
   });
 
   test('record rejected invitation', async () => {
-    const email = uniqueEmail('member');
-    await harness.addMember(email, ['customer_viewer']);
-    // Straight to the workflow, past the API's early check, so that the activity rejects it.
-    const idKey = deriveKey(harness.config.appSecret, 'workflow-id');
-    const workflows = new InvitationWorkflows(harness.temporal, harness.config, idKey);
-    await expect(
-      workflows.start({
-        accountId: harness.seed.accountId,
-        environmentId: harness.seed.sandboxId,
-        environment: 'sandbox',
-        email,
-        roles: ['customer_viewer'],
-        invitedByUserId: harness.seed.adminUserId,
-      }),
-    ).rejects.toMatchObject({ status: 409, code: 'already_member' });
-    const workflowId = invitationWorkflowId(idKey, harness.seed.accountId, 'sandbox', email);
-    expect((await harness.temporal.workflow.getHandle(workflowId).result()).outcome).toBe('rejected');
+    const workflowId = await startRejectedInvitation(harness, 'member');
     // This records the newest path, with the member status that the rejection reveals. The older
     // invitation-rejected.json (a normal activity) and invitation-local-rejected.json (before the
     // member status) keep the earlier paths.

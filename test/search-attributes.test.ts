@@ -2,14 +2,13 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { Connection, type WorkflowExecutionInfo } from '@temporalio/client';
 import { msToTs } from '@temporalio/common/lib/time.js';
 
-import { InvitationWorkflows, invitationWorkflowId } from '../api/invitation-workflows.js';
-import { deriveKey } from '../lib/secrets.js';
 import { registerSearchAttributes } from '../scripts/search-attributes.js';
 import { invitationStateQuery } from '../workflows/invitation.js';
 import { memberStatusAttribute, searchAttributeFlags } from '../workflows/search-attributes.js';
 import { tokenIn } from './support/fake-sendgrid.js';
 import { SEARCH_ATTRIBUTE_FLAGS } from './support/global-setup.js';
 import { startHarness, uniqueEmail, uniqueId, type Harness } from './support/harness.js';
+import { startRejectedInvitation } from './support/rejected-invitation.js';
 
 /** What operators see of lifecycle workflows in the Temporal Web UI: search attributes, summaries, queries. */
 
@@ -106,23 +105,8 @@ describe('search attributes', () => {
     expect(await memberStatusOf(workflowId)).toBe('revoked');
   });
 
-  test('rejection shows the member status', async () => {
-    // Straight to the workflow, past the API's up-front check, as a batch row for a member does.
-    const email = uniqueEmail('already-active');
-    await harness.addMember(email, ['customer_viewer']);
-    const workflows = new InvitationWorkflows(harness.temporal, harness.config, deriveKey(harness.config.appSecret, 'workflow-id'));
-    const start = workflows.start({
-      accountId: harness.seed.accountId,
-      environmentId: harness.seed.sandboxId,
-      environment: 'sandbox',
-      email,
-      roles: ['customer_viewer'],
-      invitedByUserId: harness.seed.adminUserId,
-    });
-    await expect(start).rejects.toMatchObject({ status: 409, code: 'already_member' });
-
-    const workflowId = invitationWorkflowId(deriveKey(harness.config.appSecret, 'workflow-id'), harness.seed.accountId, 'sandbox', email);
-    expect((await harness.temporal.workflow.getHandle(workflowId).result()).outcome).toBe('rejected');
+  test('rejection shows member status', async () => {
+    const workflowId = await startRejectedInvitation(harness, 'already-active');
     expect(await memberStatusOf(workflowId)).toBe('active');
   });
 

@@ -310,7 +310,7 @@ export function createBulkActivities({ config, db, email, tokenKey, temporal }: 
   /**
    * Starts a row's invitation workflow with its invitationRecorded update (Update-with-Start, as the
    * API's invite does) and waits at most START_WAIT_MS for its result. The workflow records the
-   * invitation in a local activity, so the wait holds no slot that the recording needs. Returns the
+   * invitation in a local activity, so the wait occupies no activity slot that the recording needs. Returns the
    * recorded invitation or the rejection when the update returned in time, and otherwise the run id to
    * check. A workflow that is already running, from an earlier attempt of this activity or from someone
    * else's invite, gives its run id.
@@ -417,10 +417,10 @@ export function createBulkActivities({ config, db, email, tokenKey, temporal }: 
       if (verdict.phase === 'recording') {
         return { status: 'recording', runId: started.runId };
       }
-      return settleByVerdict(key, input.batchId, verdict);
+      return settleByVerdict(key, verdict);
     }
     if ('verdict' in started) {
-      return settleByVerdict(key, input.batchId, started.verdict);
+      return settleByVerdict(key, started.verdict);
     }
     return settleRow(key, 'invited', { userId: started.userId, invitationId: started.invitationId });
   }
@@ -428,7 +428,6 @@ export function createBulkActivities({ config, db, email, tokenKey, temporal }: 
   /** Settles a batch row once its invitation workflow has recorded or rejected the invitation. */
   async function settleByVerdict(
     key: { batchId: string; rowNumber: number },
-    batchId: string,
     verdict: Exclude<RunVerdict, { phase: 'recording' }>,
   ): Promise<BatchRowCheck> {
     if (verdict.phase === 'rejected') {
@@ -448,7 +447,7 @@ export function createBulkActivities({ config, db, email, tokenKey, temporal }: 
       .join('memberships', 'memberships.id', 'invitations.membership_id')
       .where('invitations.id', verdict.invitationId)
       .first('invitations.batch_id', 'invitations.status', 'memberships.user_id');
-    if (invitation.batch_id === batchId) {
+    if (invitation.batch_id === key.batchId) {
       return settleRow(key, 'invited', { userId: invitation.user_id, invitationId: verdict.invitationId });
     }
     if (invitation.status === 'pending') {

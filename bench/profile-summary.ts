@@ -69,7 +69,7 @@ async function main(): Promise<number> {
   try {
     profile = JSON.parse(await readFile(file, 'utf8')) as Profile;
   } catch (error) {
-    process.stderr.write(`Cannot read ${file} as a CPU profile: ${(error as Error).message}\n`);
+    process.stderr.write(`Failed to read ${file} as a CPU profile: ${(error as Error).message}\n`);
     return 1;
   }
   if (!Array.isArray(profile.nodes) || !Array.isArray(profile.samples) || !Array.isArray(profile.timeDeltas)) {

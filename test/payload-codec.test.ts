@@ -163,7 +163,7 @@ describe('workflow history', () => {
     for (const { path } of plaintext) {
       expect(PLAINTEXT_BY_DESIGN.some((pattern) => pattern.test(path))).toBe(true);
     }
-    // The recording runs as a local activity; its result sits in a marker and must be encrypted too.
+    // The recording runs as a local activity, whose result is stored in a marker and must be encrypted too.
     const localResults = payloads.filter(({ path }) => /\.markerRecordedEventAttributes\.details\.result\.payloads\.\d+$/.test(path));
     expect(localResults.length).toBeGreaterThan(0);
     expect(localResults.every(({ payload }) => encodingOf(payload) === ENCRYPTED_ENCODING)).toBe(true);

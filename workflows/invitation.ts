@@ -100,10 +100,9 @@ const { recordInvitation, sendInvitationEmail, expireInvitation, revokeInvitatio
 });
 
 /**
- * The database writes that a caller waits for run as local activities: in the worker, inside the
- * workflow task, so the API's Update-with-Start or revoke gets its result without a round trip through
- * an activity task queue. Each is one short transaction that is safe to repeat. Sending email stays a
- * normal activity, because it calls a provider that can be slow or down for hours.
+ * Local activities for the database writes that the API waits for: they run inside the workflow task,
+ * which saves a round trip through the activity task queue. Email stays a normal activity, because its
+ * provider can be slow or down for hours.
  */
 const local = proxyLocalActivities<InvitationActivities>({
   startToCloseTimeout: '30s',
